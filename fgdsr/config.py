@@ -1,0 +1,197 @@
+"""One training run = one `TrainConfig`: a flat dataclass, loaded from YAML, overridable with `key=value`.
+
+Flat on purpose (nanoGPT style): every field is visible in one place, `--set lr=2e-4` needs no dotted paths,
+and a Ray Tune search space is just a dict over these names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fgdsr.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    # --- model (fgdsr/models) ---
+    model: str = "lapsrn"  # lapsrn | srcnn | vdsr (a plain dict in fgdsr.models, no registry)
+    layout: str = "official"  # LapSRN: official (3x3 feature up-conv, no image-branch bias) | port (4x4)
+    scale: int = 4  # 2, 3 (x4 pyramid resized bicubically), 4, 8
+    depth: int | None = None  # convs per pyramid level; None = 10 for x2/x4, 5 for x8 (LapSRN paper)
+    channels: int = 64
+    weight_norm: bool = False  # the FGD paper applies weight normalisation to all convs
+    # --- loss (fgdsr/losses): the paper's Table 1 rows ---
+    loss: str = "l1"  # l1 (Baseline) | cs (static anchor area) | fd (dynamic area, Class-Module) | aux
+    bins: int = 32  # K, Eq. 1-2
+    areas: list[int] = field(default_factory=lambda: [3, 5, 7])  # FD anchor areas in bins (M = 3 classes)
+    static_area: int = 5  # CS anchor area in bins
+    head_levels: str = "last"  # classification head at the last pyramid level or at all levels
+    head_kernel: int = 1  # 1x1 (cheap at inference) or 3x3 classification head
+    anchor_source: str = "pred"  # regression around the predicted bin (pred) or the GT bin (gt, teacher forcing)
+    alpha: float = 1.0  # weight of L_c1 (Eq. 6)
+    alpha_warmup_steps: int = 0  # linear warm-up of alpha from 0
+    beta: float = 0.1  # weight of L_c2 (Eq. 4, 6)
+    gamma: float = 0.0  # weight of ClassSR's average (balance) loss on the Class-Module
+    class_patch: int = 32  # LR sub-image size of the Class-Module (ClassSR: 32)
+    charbonnier_eps: float = 1e-3  # LapSRN's robust L1; 0 = plain L1
+    # --- data (fgdsr/data) ---
+    train_dataset: str = "builtin-train"
+    val_dataset: str = "builtin-eval"
+    data_root: str | None = None  # None: env FGDSR_DATA_ROOT, else ./datasets
+    patch_size: int = 128  # HR patch side
+    batch_size: int = 64
+    workers: int = 0
+    random_downscale: bool = True  # LapSRN's augmentation: HR image scaled by U(0.5, 1.0)
+    # --- optimisation (fgdsr/train.py) ---
+    lr: float = 1e-3
+    lr_schedule: str = "step"  # step (halve every lr_step iterations, the paper) | cosine
+    lr_step: int = 200_000
+    lr_gamma: float = 0.5
+    weight_decay: float = 0.0
+    max_steps: int = 1000
+    grad_accum: int = 1
+    mixed_precision: str = "no"  # no | bf16 | fp16 (Accelerate)
+    seed: int = 0
+    val_every: int = 100
+    val_max_images: int | None = None  # cap validation images (speed); None = all
+    log_every: int = 10
+    init_from: str | None = None  # checkpoint directory to start from (weights only)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return apply_overrides(self, changes)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert `value` (a YAML/JSON value or a CLI string) to the type of field `name`."""
+    hint = _HINTS[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args and (
+        typing.get_origin(hint) in (typing.Union, types.UnionType)
+    ) else hint
+    if isinstance(value, str):
+        text = value.strip()
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        if base is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise UserError(f"config field '{name}': expected true/false, got '{value}'")
+        if typing.get_origin(base) is list:
+            try:
+                value = json.loads(text if text.startswith("[") else f"[{text}]")
+            except json.JSONDecodeError as e:
+                raise UserError(f"config field '{name}': expected a list like [3,5,7], got '{value}'") from e
+        else:
+            value = text
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"config field '{name}' may not be null")
+    try:
+        if base is bool:
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if base is float:
+            return float(value)
+        if base is str:
+            return str(value)
+        if typing.get_origin(base) is list:
+            (item,) = typing.get_args(base)
+            return [item(v) for v in value]
+    except (TypeError, ValueError) as e:
+        raise UserError(f"config field '{name}': cannot read '{value}' as {base}") from e
+    return value
+
+
+def apply_overrides(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
+    """A copy of `cfg` with `changes` applied; unknown names are a one-line error naming the field."""
+    out = dataclasses.replace(cfg)
+    for key, raw in changes.items():
+        if key not in _FIELDS:
+            raise UserError(f"unknown config field '{key}' (known: {', '.join(_FIELDS)})")
+        setattr(out, key, _coerce(key, raw))
+    validate(out)
+    return out
+
+
+def parse_set_args(items: list[str] | None) -> dict[str, str]:
+    """`["lr=1e-4", "loss=fd"]` -> `{"lr": "1e-4", "loss": "fd"}` (values converted later by type)."""
+    changes: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set '{item}': expected key=value, for example --set loss=fd")
+        key, value = item.split("=", 1)
+        changes[key.strip()] = value
+    return changes
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (None: the shipped tiny CPU config) and apply overrides."""
+    import yaml
+
+    path = Path(path) if path is not None else CONFIG_DIR / "tiny.yaml"
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else "syntax error"
+        raise UserError(f"{path}: not valid YAML ({first})") from e
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config fields at the top level")
+    cfg = apply_overrides(TrainConfig(), data)
+    return apply_overrides(cfg, overrides or {})
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Cross-field checks with one-line messages."""
+    if cfg.model not in ("lapsrn", "srcnn", "vdsr"):
+        raise UserError(f"config field 'model': unknown '{cfg.model}' (lapsrn, srcnn, vdsr)")
+    if cfg.layout not in ("official", "port"):
+        raise UserError(f"config field 'layout': unknown '{cfg.layout}' (official, port)")
+    if cfg.scale not in (2, 3, 4, 8):
+        raise UserError(f"config field 'scale': {cfg.scale} is not supported (2, 3, 4, 8)")
+    if cfg.loss not in ("l1", "cs", "fd", "aux"):
+        raise UserError(f"config field 'loss': unknown '{cfg.loss}' (l1, cs, fd, aux)")
+    if cfg.bins < 2:
+        raise UserError("config field 'bins': K must be at least 2")
+    if any(a < 1 or a % 2 == 0 for a in [*cfg.areas, cfg.static_area]):
+        raise UserError("config fields 'areas'/'static_area': anchor areas are odd numbers of bins (3, 5, 7)")
+    if cfg.head_levels not in ("last", "all"):
+        raise UserError(f"config field 'head_levels': unknown '{cfg.head_levels}' (last, all)")
+    if cfg.head_kernel not in (1, 3):
+        raise UserError("config field 'head_kernel': 1 or 3")
+    if cfg.anchor_source not in ("pred", "gt"):
+        raise UserError(f"config field 'anchor_source': unknown '{cfg.anchor_source}' (pred, gt)")
+    if cfg.lr_schedule not in ("step", "cosine"):
+        raise UserError(f"config field 'lr_schedule': unknown '{cfg.lr_schedule}' (step, cosine)")
+    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
+        raise UserError(f"config field 'mixed_precision': unknown '{cfg.mixed_precision}' (no, bf16, fp16)")
+    for name in ("patch_size", "batch_size", "max_steps", "grad_accum", "val_every", "log_every", "channels"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"config field '{name}' must be at least 1")
+    if cfg.patch_size % cfg.scale:
+        raise UserError(f"config field 'patch_size': {cfg.patch_size} is not a multiple of scale {cfg.scale}")

@@ -1,0 +1,1 @@
+"""Deployment tooling: complexity, ONNX export, TensorRT engines, latency benchmarks."""
