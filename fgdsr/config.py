@@ -36,6 +36,10 @@ class TrainConfig:
     head_levels: str = "last"  # classification head at the last pyramid level or at all levels
     head_kernel: int = 1  # 1x1 (cheap at inference) or 3x3 classification head
     anchor_source: str = "pred"  # regression around the predicted bin (pred) or the GT bin (gt, teacher forcing)
+    # FGD head design (docs/LOSS.md): prior (logits = 1x1 head + a prior centred on the regression, S = the
+    # regression projected into the area) | prior_offset (+ a zero-init learned offset) | literal (no prior, S =
+    # anchor + h*tanh(offset head)). Added by the FGD-loss engineer; validated in fgdsr.models.fgd.
+    fgd_head: str = "prior"
     alpha: float = 1.0  # weight of L_c1 (Eq. 6)
     alpha_warmup_steps: int = 0  # linear warm-up of alpha from 0
     beta: float = 0.1  # weight of L_c2 (Eq. 4, 6)

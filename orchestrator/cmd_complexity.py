@@ -1,8 +1,67 @@
-"""PLACEHOLDER: replaced by the module's owner."""
+"""`fgdsr complexity`: params, kernel weights, Mult-Adds (true / naive transposed convs), element-wise work."""
 
-from fgdsr.errors import UserError
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
 
 
-def complexity() -> None:
-    """Not written yet."""
-    raise UserError("complexity: not implemented yet")
+def complexity(
+    target: Annotated[str, typer.Argument(help="srcnn | vdsr | lapsrn | a checkpoint directory")],
+    layout: Annotated[str, typer.Option(help="LapSRN layout: official | port")] = "official",
+    loss: Annotated[
+        str, typer.Option(help="variant: l1 | cs | fd | aux (its inference graph is counted)")
+    ] = "l1",
+    scale: Annotated[int | None, typer.Option(help="2, 3, 4 or 8 (default 4; a checkpoint's own)")] = None,
+    hr_size: Annotated[str, typer.Option("--hr-size", help="HR output WIDTHxHEIGHT")] = "1280x720",
+    convention: Annotated[
+        str, typer.Option(help="transposed convs per input position (true) or per output position (naive)")
+    ] = "true",
+    json_out: Annotated[bool, typer.Option("--json", help="print the JSON record only")] = False,
+) -> None:
+    """Params, weights and Mult-Adds (the SR literature's convention, HR 1280x720) of a model or checkpoint."""
+    import json
+
+    from fgdsr.errors import UserError
+    from trt.complexity import complexity as count
+    from trt.complexity import parse_hr_size
+
+    if layout not in ("official", "port"):
+        raise UserError(f"--layout '{layout}': expected official or port")
+    if loss not in ("l1", "cs", "fd", "aux"):
+        raise UserError(f"--loss '{loss}': expected l1, cs, fd or aux")
+    if scale is not None and scale not in (2, 3, 4, 8):
+        raise UserError(f"--scale {scale}: expected 2, 3, 4 or 8")
+    record, prof = count(target, layout, loss, scale, parse_hr_size(hr_size), convention)
+    if json_out:
+        typer.echo(json.dumps(record))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{record['model']} x{record['scale']}, HR {hr_size}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("literature", justify="right")
+    table.add_row("params (all trainable values)", f"{prof.params:,}", f"{prof.params / 1e3:.0f}K")
+    table.add_row("weights (kernels only)", f"{prof.weights:,}", f"{prof.weights / 1e3:.0f}K")
+    table.add_row(
+        "Mult-Adds, true (convT per input pos.)",
+        f"{prof.mult_adds_true:,}",
+        f"{prof.mult_adds_true / 1e9:.2f}G",
+    )
+    table.add_row(
+        "Mult-Adds, naive (convT per output pos.)",
+        f"{prof.mult_adds_naive:,}",
+        f"{prof.mult_adds_naive / 1e9:.2f}G",
+    )
+    table.add_row(
+        "element-wise work (elements touched)", f"{prof.elementwise:,}", f"{prof.elementwise / 1e9:.2f}G"
+    )
+    top = sorted(prof.by_op.items(), key=lambda kv: -kv[1])[:6]
+    for name, work in top:
+        table.add_row(f"  {name}", f"{work:,}", f"{work / 1e9:.3f}G")
+    Console().print(table)
+    typer.echo(f"reported Mult-Adds convention: {convention}")

@@ -1,13 +1,93 @@
-"""PLACEHOLDER: replaced by the module's owner."""
+"""`fgdsr train` and `fgdsr upscale`: thin wrappers over fgdsr.train and fgdsr.upscale.
+
+Nothing heavy is imported at module level (torch, accelerate come in when the command runs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
 
 from fgdsr.errors import UserError
 
 
-def train() -> None:
-    """Not written yet."""
-    raise UserError("train: not implemented yet")
+def train(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML config (default: the shipped tiny CPU config on built-in data)."
+    ),
+    set_: list[str] | None = typer.Option(
+        None,
+        "--set",
+        "-s",
+        help="Override a config field, key=value (repeatable): --set loss=fd --set lr=2e-4.",
+    ),
+    out: Path = typer.Option(
+        Path("runs/train"), "--out", "-o", help="Run folder: checkpoints best/ and last/."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from OUT/last (exact: optimizer, RNG, data)."
+    ),
+    init_from: Path | None = typer.Option(
+        None, "--init-from", help="Start from the weights of this checkpoint (same as --set init_from=PATH)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train one config (LapSRN + l1/cs/fd/aux) with Accelerate; writes OUT/best and OUT/last."""
+    from fgdsr.config import load_config, parse_set_args
+
+    overrides = parse_set_args(set_)
+    if init_from is not None:
+        if not init_from.is_dir():
+            raise UserError(
+                f"--init-from {init_from}: not a checkpoint directory; pass a folder like runs/x/best"
+            )
+        overrides["init_from"] = str(init_from)
+    cfg = load_config(config, overrides)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; choose another --out")
+    if resume and not (out / "last" / "training_state.pt").is_file():
+        raise UserError(f"--out {out}: no training checkpoint in last/ to resume; run without --resume first")
+    if not resume and (out / "last").exists():
+        raise UserError(
+            f"--out {out}: already holds a run (last/); add --resume to continue it or choose another --out"
+        )
+
+    from fgdsr.train import train as run_train
+
+    name = config.name if config else "tiny.yaml (built-in)"
+    typer.echo(f"train: {name}, loss={cfg.loss}, x{cfg.scale}, {cfg.max_steps} steps -> {out}")
+    result = run_train(cfg, out, resume=resume, progress=not quiet)
+    best = (
+        f"{result.best_val_psnr:.2f} dB at step {result.best_step}"
+        if result.best_val_psnr is not None
+        else "-"
+    )
+    typer.echo(
+        f"done: step {result.final_step}, best val PSNR ({cfg.val_dataset}) {best}, "
+        f"{result.wall_time_s:.1f} s; best: {result.best_checkpoint}, last: {result.last_checkpoint}"
+    )
 
 
-def upscale() -> None:
-    """Not written yet."""
-    raise UserError("upscale: not implemented yet")
+def upscale(
+    images: list[Path] = typer.Argument(..., help="Image files to upscale (PNG, JPEG, BMP, TIFF; any size)."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="Checkpoint directory (for example runs/train/best)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder; files are named <stem>_x<scale>.png."),
+    scale: int | None = typer.Option(
+        None, "--scale", help="Default: the checkpoint's scale (LapSRN: or a lower level)."
+    ),
+    tile: int = typer.Option(256, "--tile", help="Tile size in LR pixels (bounds memory); 0 = whole image."),
+    overlap: int = typer.Option(32, "--overlap", help="LR context pixels around each tile."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+) -> None:
+    """Upscale photos with a trained checkpoint: colour kept (CbCr bicubic), alpha kept, 16-bit kept as TIFF."""
+    from fgdsr.upscale import upscale_file
+
+    def done(src: Path, dst: Path) -> None:
+        typer.echo(f"{src} -> {dst}")
+
+    upscale_file(
+        images, checkpoint, out, scale=scale, tile=tile, overlap=overlap, device=device, on_done=done
+    )

@@ -1,18 +1,237 @@
-"""PLACEHOLDER: replaced by the module's owner."""
+"""`fgdsr tune`, `fgdsr ui`, `fgdsr tracking-server`: thin Typer commands over orchestrator.tune/tracking.
+
+Nothing heavy at the top: Ray, MLflow and torch are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import typer
 
 from fgdsr.errors import UserError
 
 
-def tune() -> None:
-    """Not written yet."""
-    raise UserError("tune: not implemented yet")
+def tune(
+    config: Path | None = typer.Option(
+        None, "--config", help="Base TrainConfig YAML (default: the demo config)."
+    ),
+    space: Path | None = typer.Option(
+        None, "--space", help="Search-space YAML (default: fgdsr/configs/space.yaml)."
+    ),
+    gpus: float = typer.Option(
+        ..., "--gpus", help="GPUs for the sweep (0: CPU trials); a budget with --address."
+    ),
+    gpus_per_trial: float | None = typer.Option(
+        None, "--gpus-per-trial", help="GPUs per trial; <1 shares a GPU."
+    ),
+    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="CPUs per trial (per worker)."),
+    num_samples: int | None = typer.Option(
+        None, "--num-samples", help="Trials (grid: passes over the grid)."
+    ),
+    search: str = typer.Option("optuna", "--search", help="optuna (TPE) | random | grid."),
+    scheduler: str = typer.Option("asha", "--scheduler", help="asha (early stop on val PSNR) | fifo."),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", help="Training steps per trial (overrides config)."
+    ),
+    address: str | None = typer.Option(None, "--address", help="Join a Ray cluster: auto | HOST:PORT."),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Tune storage: DIR (NFS on clusters) | s3://..."
+    ),
+    tracking_uri: str | None = typer.Option(
+        None, "--tracking-uri", help="MLflow store (default sqlite ./mlflow.db)."
+    ),
+    experiment: str = typer.Option("fgdsr", "--experiment", help="MLflow experiment name."),
+    name: str = typer.Option(
+        "sweep", "--name", help="Sweep name (Tune experiment folder, MLflow parent run)."
+    ),
+    out: Path = typer.Option(Path("runs/tune"), "--out", help="Output folder (best/, sweep.json, ray/)."),
+    resume: bool = typer.Option(False, "--resume", help="Restore an interrupted sweep (same --out/--name)."),
+    max_failures: int = typer.Option(
+        3, "--max-failures", help="Restarts per trial (node loss) from its checkpoint."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and validate; train nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts)."),
+) -> None:
+    """Hyperparameter sweep of LapSRN + FGD loss on Ray Tune, every trial tracked in MLflow."""
+    from orchestrator.tune import TuneOptions, run_sweep
+
+    opts = TuneOptions(
+        config=str(config) if config else None,
+        space=str(space) if space else None,
+        gpus=gpus,
+        gpus_per_trial=gpus_per_trial,
+        cpus_per_trial=cpus_per_trial,
+        num_samples=num_samples,
+        search=search,
+        scheduler=scheduler,
+        max_steps=max_steps,
+        address=address,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        name=name,
+        out=str(out),
+        resume=resume,
+        max_failures=max_failures,
+        dry_run=dry_run,
+        quiet=as_json,
+        command_line=shlex.join(["fgdsr", *sys.argv[1:]]),
+    )
+    result = run_sweep(opts)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    if result.dry_run:
+        _print_plan(result.plan)
+        return
+    _print_result(result)
 
 
-def ui() -> None:
-    """Not written yet."""
-    raise UserError("ui: not implemented yet")
+def _print_plan(plan: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    res = plan["resources"]
+    con.print(f"[bold]fgdsr tune plan[/bold] '{plan['name']}' (dry run: nothing trained)")
+    con.print(
+        f"  trials: {plan['trials']}  search: {plan['search']}  scheduler: {plan['scheduler']}"
+        + (
+            f" (grace {plan['asha']['grace_period']} of {plan['asha']['max_t']} steps)"
+            if plan["asha"]
+            else ""
+        )
+    )
+    con.print(
+        f"  resources: {res['gpus']:g} GPUs, {res['gpus_per_trial']:g} GPU + {res['cpus_per_trial']:g} CPU per "
+        f"trial x {res['workers_per_trial']} worker(s); {res['concurrency']} trials at once; "
+        f"cluster: {plan['cluster']}"
+        + (" (budget checked when connecting)" if plan["cluster"] != "local" else "")
+    )
+    con.print(f"  storage: {plan['experiment_path']}  max_failures: {plan['max_failures']}")
+    con.print(f"  tracking: {plan['tracking_uri']}  experiment: {plan['experiment']}")
+    con.print(f"  base config: {plan['config']} (max_steps {plan['base_config']['max_steps']})")
+    t = Table(title="search space")
+    t.add_column("field")
+    t.add_column("domain")
+    for k, v in plan["space"]["params"].items():
+        t.add_row(k, json.dumps(v))
+    con.print(t)
+    if plan["space"]["forced"]:
+        con.print(f"  evaluated first: {plan['space']['forced']}")
 
 
-def tracking_server() -> None:
-    """Not written yet."""
-    raise UserError("tracking_server: not implemented yet")
+def _print_result(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    keys = sorted({k for t in result.trials for k in t.config} - {"loss"})
+    t = Table(title=f"sweep '{result.plan['name']}': {len(result.trials)} trials in {result.wall_s:.0f} s")
+    for col in ("trial", "state", "variant", *keys, "steps", "PSNR", "SSIM", "best PSNR"):
+        t.add_column(col)
+    for tr in sorted(result.trials, key=lambda x: -(x.best_val_psnr or -1e9)):
+        mark = " *" if result.best is not None and tr.trial_id == result.best.trial_id else ""
+        t.add_row(
+            tr.trial_id + mark,
+            tr.state,
+            tr.variant,
+            *[_fmt(tr.config.get(k)) for k in keys],
+            str(tr.steps),
+            _fmt(tr.val_psnr, ".2f"),
+            _fmt(tr.val_ssim, ".4f"),
+            _fmt(tr.best_val_psnr, ".2f"),
+        )
+    con.print(t)
+    if result.partial:
+        con.print(
+            "[bold yellow]The sweep was interrupted: some trials did not finish, so no best model was "
+            f"exported.[/bold yellow] Continue it with: fgdsr tune --resume --out {result.plan['out']} "
+            f"--name {result.plan['name']} --gpus {result.plan['resources']['gpus']:g}"
+        )
+    elif result.best is None:
+        con.print("[bold red]No trial reported a validation result; nothing exported.[/bold red]")
+    else:
+        b = result.best
+        con.print(
+            f"best: {b.trial_id} ({b.variant}) val PSNR {b.best_val_psnr:.2f} dB at step {b.best_step} -> "
+            f"{result.best_dir}" + (f"; registered as {result.registered}" if result.registered else "")
+        )
+    con.print(f"MLflow: {result.tracking_uri} (parent run {result.parent_run_id}); open it with `fgdsr ui`")
+
+
+def _fmt(v, spec: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not spec:
+        return f"{v:.3g}"
+    return format(v, spec) if spec else str(v)
+
+
+def ui(
+    port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Store (default: ./mlflow.db)."),
+) -> None:
+    """Open the MLflow UI (127.0.0.1) on this folder's store to compare trials."""
+    import subprocess
+
+    from orchestrator.tracking import resolve_tracking_uri, ui_command
+
+    uri = resolve_tracking_uri(tracking_uri)
+    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl+C to stop)")
+    raise typer.Exit(_run_foreground(ui_command(uri, port), subprocess))
+
+
+def tracking_server(
+    backend_store_uri: str | None = typer.Option(
+        None, "--backend-store-uri", help="sqlite:///ABS/mlflow.db (default ./mlflow.db) or postgresql://..."
+    ),
+    artifacts_destination: str = typer.Option(
+        "./mlartifacts",
+        "--artifacts-destination",
+        help="Where the server stores artifacts (DIR or s3://...).",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address; 0.0.0.0 to serve a cluster."),
+    port: int = typer.Option(5000, "--port"),
+    workers: int = typer.Option(1, "--workers", help="Server worker processes (1 is enough for a sweep)."),
+) -> None:
+    """Start `mlflow server` with proxied artifacts for a cluster (trials log over HTTP)."""
+    import subprocess
+
+    from orchestrator.tracking import resolve_tracking_uri, server_command
+
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    uri = resolve_tracking_uri(backend_store_uri)
+    if uri.startswith(("http://", "https://")):
+        raise UserError(
+            f"--backend-store-uri {uri}: the server needs a database (sqlite:///... or postgresql://...)"
+        )
+    dest = artifacts_destination
+    if "://" not in dest:
+        dest = str(Path(dest).resolve())
+    typer.echo(
+        f"MLflow server on http://{host}:{port} (store {uri}, artifacts {dest}); "
+        f"trials use --tracking-uri http://<this host>:{port}"
+    )
+    raise typer.Exit(
+        _run_foreground(server_command(uri, dest, host=host, port=port, workers=workers), subprocess)
+    )
+
+
+def _run_foreground(cmd: list[str], subprocess) -> int:
+    """Run a server in the foreground; Ctrl+C stops it (and its workers) cleanly."""
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        return 130

@@ -1,0 +1,187 @@
+"""Training patches: random HR crops, LapSRN augmentation, the LR input and the per-level HR targets.
+
+One sample (index i) is a pure function of (seed, i): the image, the random downscale U(0.5, 1.0), the
+crop position, the flips and the 90-degree rotation all come from `np.random.default_rng([seed, i])`.
+So batches are identical with 0 or N DataLoader workers, and a resumed run continues the same stream
+(`make_train_loader(..., start_step=k)`).
+
+Per sample:
+1. pick an image; draw s ~ U(0.5, 1.0) (random_downscale; else 1) and raise it to p / min(H, W) for
+   images smaller than the patch (they are enlarged instead of skipped);
+2. crop a window of about (p + 8) / s source pixels, convert it to Y (MATLAB BT.601, float, not rounded;
+   linear, so converting before resizing equals converting after), resize it by s with the MATLAB
+   bicubic (crop-then-resize equals resize-then-crop away from the window border; the 4 px margin on
+   each side absorbs the border) and keep the central p x p patch;
+3. random horizontal flip, vertical flip, rot90 (the 8 dihedral transforms);
+4. targets: the HR patch downscaled by 2^k (MATLAB bicubic, float), coarsest first, last = the patch
+   (scale 3: the patch only); LR: the patch downscaled by `scale`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from fgdsr.config import TrainConfig
+from fgdsr.data.color import T, OFFSET
+from fgdsr.data.datasets import resolve_dataset
+from fgdsr.data.imresize import imresize
+from fgdsr.errors import UserError
+
+MARGIN = 4  # output pixels kept on each side of the patch while resizing a crop, then dropped
+VIRTUAL_LENGTH = 1 << 40  # samples are indexed, not enumerated: the stream is effectively endless
+SCALE_STEP = 1.0 / 128  # random downscale factors are quantised so the bicubic tables can be cached
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread: a sample is many tiny ops, and on a busy machine a second
+    OpenMP thread costs more in synchronisation than it saves (measured: 50x slower matmuls)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def level_sizes(patch: int, scale: int) -> list[int]:
+    """Target sides, coarsest first: x4 with p=128 -> [64, 128]; x8 -> [32, 64, 128]; x2 / x3 -> [p]."""
+    if scale in (2, 4, 8):
+        levels = int(math.log2(scale))
+        return [patch // 2 ** (levels - 1 - k) for k in range(levels)]
+    return [patch]
+
+
+class TrainPatches(TorchDataset):
+    """Random HR patches of `cfg.train_dataset`: item i -> `(lr (C, p/s, p/s), targets: list[(C, h, w)])`.
+
+    Float32 in [0, 1] (bicubic overshoot not clipped); C = 1 (Y, MATLAB BT.601) or 3 (`color="rgb"`).
+    `cfg` fields used: train_dataset, data_root, patch_size, scale, random_downscale.
+    """
+
+    def __init__(self, cfg: TrainConfig, seed: int = 0, color: str = "y", dataset=None) -> None:
+        if color not in ("y", "rgb"):
+            raise UserError(f"TrainPatches color: unknown '{color}' (y, rgb)")
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.color = color
+        self.patch = int(cfg.patch_size)
+        self.scale = int(cfg.scale)
+        if self.patch % self.scale:
+            raise UserError(f"config field 'patch_size': {self.patch} is not a multiple of scale {self.scale}")
+        self.dataset = dataset if dataset is not None else resolve_dataset(cfg.train_dataset, cfg.data_root)
+        if len(self.dataset) == 0:
+            raise UserError(f"dataset '{cfg.train_dataset}': no images to train on")
+        # Decode every image now, in the parent process: DataLoader workers then share them (fork) and
+        # a corrupt file is reported before training starts.
+        self.images = self.dataset.images()
+        self.sizes = level_sizes(self.patch, self.scale)
+
+    def __len__(self) -> int:
+        return VIRTUAL_LENGTH
+
+    def _to_channels(self, crop: np.ndarray) -> torch.Tensor:
+        """(h, w, 3) uint8 -> (1, C, h, w) float32 in [0, 1]: Y (MATLAB double formula) or RGB."""
+        x = torch.from_numpy(crop.astype(np.float32)).permute(2, 0, 1)[None]  # copy: cache arrays are read-only
+        if self.color == "rgb":
+            return x / 255.0
+        w = torch.as_tensor(T[0] / (255.0 * 255.0), dtype=torch.float32).view(1, 3, 1, 1)
+        return (x * w).sum(1, keepdim=True) + OFFSET[0] / 255.0
+
+    def hr_patch(self, rng: np.random.Generator) -> torch.Tensor:
+        """One augmented HR patch (C, p, p) float32."""
+        p = self.patch
+        img = self.images[int(rng.integers(len(self.images)))]
+        h, w = img.shape[:2]
+        s = float(rng.uniform(0.5, 1.0)) if self.cfg.random_downscale else 1.0
+        s = max(s, p / min(h, w))  # small images are enlarged up to the patch size
+        if s < 1.0:  # rounding up keeps s >= p / min(h, w)
+            s = min(1.0, math.ceil(s / SCALE_STEP) * SCALE_STEP)
+        if s == 1.0:
+            y0, x0 = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
+            x = self._to_channels(img[y0 : y0 + p, x0 : x0 + p])
+        else:
+            ch = min(h, math.ceil((p + 2 * MARGIN) / s))
+            cw = min(w, math.ceil((p + 2 * MARGIN) / s))
+            y0, x0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+            x = self._to_channels(img[y0 : y0 + ch, x0 : x0 + cw])
+            oh, ow = max(p, round(ch * s)), max(p, round(cw * s))
+            x = imresize(x, size=(oh, ow))
+            ty, tx = (oh - p) // 2, (ow - p) // 2
+            x = x[:, :, ty : ty + p, tx : tx + p]
+        x = x[0]
+        if rng.random() < 0.5:
+            x = torch.flip(x, dims=(2,))
+        if rng.random() < 0.5:
+            x = torch.flip(x, dims=(1,))
+        k = int(rng.integers(4))
+        if k:
+            x = torch.rot90(x, k, dims=(1, 2))
+        return x.contiguous()
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        rng = np.random.default_rng([self.seed, int(index)])
+        with one_thread():
+            hr = self.hr_patch(rng)
+            targets = [imresize(hr[None], size=(side, side))[0] for side in self.sizes[:-1]]
+            targets.append(hr)
+            lr_side = self.patch // self.scale
+            lr = imresize(hr[None], size=(lr_side, lr_side))[0]
+        return lr, targets
+
+
+class _OffsetSampler(torch.utils.data.Sampler):
+    """Indices start, start + 1, ... (endless): a resumed run continues the stream where it stopped."""
+
+    def __init__(self, start: int) -> None:
+        self.start = int(start)
+
+    def __iter__(self) -> Iterator[int]:
+        i = self.start
+        while True:
+            yield i
+            i += 1
+
+    def __len__(self) -> int:  # DataLoader asks; the stream is endless
+        return VIRTUAL_LENGTH
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # many small ops per sample: threads only add contention
+
+
+def make_train_loader(cfg: TrainConfig, seed: int | None = None, start_step: int = 0, **kwargs) -> DataLoader:
+    """Endless DataLoader of `(lr (B, C, p/s, p/s), targets: list[(B, C, h, w)])` batches of cfg.batch_size.
+
+    `seed` defaults to cfg.seed; `start_step` skips that many batches (resume). Extra kwargs go to
+    `TrainPatches` (color=..., dataset=...).
+    """
+    ds = TrainPatches(cfg, cfg.seed if seed is None else seed, **kwargs)
+    workers = int(cfg.workers)
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        sampler=_OffsetSampler(start_step * cfg.batch_size),
+        num_workers=workers,
+        worker_init_fn=_worker_init if workers > 0 else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        pin_memory=False,
+        drop_last=True,
+    )
+
+
+def infinite_batches(loader: DataLoader) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """Yield batches forever (restarts the loader should it ever end)."""
+    while True:
+        yield from loader

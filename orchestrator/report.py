@@ -1,0 +1,137 @@
+"""Markdown and terminal tables for the pipeline and `reproduce` reports (no heavy imports).
+
+Pure formatting: every function takes plain dicts/lists (what the pipeline measured) and returns text, so the
+tables can be tested on hand-made rows and the same numbers appear in Markdown, JSON and MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically (temp file in the same folder + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A table cell: floats with `digits` decimals, None/NaN as an em dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def fmt_count(n: int | float | None) -> str:
+    """57184 -> '57.2 K', 814242 -> '814.2 K', 1.2e6 -> '1.20 M' (the paper prints params in K)."""
+    if n is None:
+        return "—"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} M"
+    return f"{n / 1e3:.1f} K"
+
+
+def fmt_gmac(n: int | float | None) -> str:
+    """Mult-Adds in G (1e9), two decimals: 52.70 G."""
+    return "—" if n is None else f"{n / 1e9:.2f} G"
+
+
+def fmt_signed(value: float | None, digits: int = 2) -> str:
+    """A difference with its sign: +0.12, -0.03."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:+.{digits}f}"
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub Markdown table; cells are formatted with `fmt`."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |")
+    return "\n".join(lines)
+
+
+def trials_table(trials: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the trials table (variant, α, β, K, lr, steps, PSNR, SSIM, state).
+
+    `trials`: dicts with keys trial_id, variant, alpha, beta, bins, lr, steps, psnr, ssim, state.
+    """
+    headers = ["trial", "variant", "α", "β", "K", "lr", "steps", "PSNR (dB)", "SSIM", "state"]
+    rows = []
+    for t in trials:
+        rows.append(
+            [
+                str(t["trial_id"]),
+                str(t["variant"]),
+                fmt(t.get("alpha"), 3) if t["variant"] != "l1" else "—",
+                fmt(t.get("beta"), 3) if t["variant"] != "l1" else "—",
+                str(t.get("bins")) if t["variant"] != "l1" else "—",
+                f"{t['lr']:.1e}" if t.get("lr") is not None else "—",
+                fmt(t.get("steps")),
+                fmt(t.get("psnr"), 2),
+                fmt(t.get("ssim"), 4),
+                str(t.get("state", "—")),
+            ]
+        )
+    return headers, rows
+
+
+def benchmark_table(bench: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the issue-5 benchmark JSON (`rows`: baseline, candidate) plus the ratio row."""
+    headers = ["role", "backend", "precision", "params", "Mult-Adds", "median ms", "p90 ms", "p99 ms", "PSNR"]
+    rows = []
+    for r in bench.get("rows", []):
+        lat = r.get("latency_ms") or {}
+        rows.append(
+            [
+                str(r.get("role")),
+                str(r.get("backend")),
+                str(r.get("precision")),
+                fmt_count(r.get("params")),
+                fmt_gmac(r.get("mult_adds")),
+                fmt(lat.get("median"), 3),
+                fmt(lat.get("p90"), 3),
+                fmt(lat.get("p99"), 3),
+                fmt(r.get("psnr"), 2),
+            ]
+        )
+    ratios = bench.get("ratios") or {}
+    if ratios:
+        rows.append(
+            [
+                "candidate / baseline",
+                "",
+                "",
+                fmt(ratios.get("params"), 3) + "×",
+                fmt(ratios.get("mult_adds"), 3) + "×",
+                fmt(ratios.get("latency"), 3) + "×",
+                "",
+                "",
+                "",
+            ]
+        )
+    return headers, rows
+
+
+def rich_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]]):
+    """The same table for the terminal (rich)."""
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for h in headers:
+        table.add_column(h)
+    for row in rows:
+        table.add_row(*[c if isinstance(c, str) else fmt(c) for c in row])
+    return table

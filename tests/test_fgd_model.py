@@ -1,0 +1,214 @@
+"""SRModel with the FGD heads: shapes, inference == training (hard vs soft), gradients, baseline init, export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fgdsr.config import TrainConfig
+from fgdsr.errors import UserError
+from fgdsr.losses import build_loss
+from fgdsr.models import MODELS, SRModel, build_model
+from fgdsr.models.fgd import anchor_value, bin_index
+
+
+def tiny(loss: str, scale: int = 4, **kw) -> TrainConfig:
+    return TrainConfig(loss=loss, scale=scale, depth=1, channels=8, **kw)
+
+
+def make(loss: str, scale: int = 4, seed: int = 0, **kw) -> SRModel:
+    torch.manual_seed(seed)
+    return build_model(tiny(loss, scale, **kw)).eval()
+
+
+def targets_for(out) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.rand(i.shape, generator=g) for i in out.images]
+
+
+def test_models_dict():
+    assert set(MODELS) == {"lapsrn", "srcnn", "vdsr"}
+    assert isinstance(build_model(TrainConfig(model="srcnn", loss="l1")), SRModel)
+
+
+@pytest.mark.parametrize("loss", ["l1", "cs", "fd", "aux"])
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_shapes_any_size(loss, scale):
+    model = make(loss, scale)
+    levels = {2: 1, 3: 2, 4: 2, 8: 3}[scale]
+    for h, w in [(13, 17), (32, 40)]:
+        x = torch.rand(2, 1, h, w)
+        with torch.no_grad():
+            y = model(x)
+            out = model.forward_train(x)
+        assert y.shape == (2, 1, h * scale, w * scale)
+        assert len(out.outputs) == levels
+        for lv, (img, s) in enumerate(zip(out.images, out.outputs, strict=True)):
+            assert img.shape == s.shape == (2, 1, h * 2 ** (lv + 1), w * 2 ** (lv + 1))
+        last = out.logits[-1]
+        assert (last is None) == (loss == "l1")
+        if last is not None:
+            assert last.shape == (2, 32, h * 2**levels, w * 2**levels)
+        if loss == "fd":
+            assert out.class_probs.shape == (2, 3, -(-h // 32), -(-w // 32))
+            assert torch.allclose(out.class_probs.sum(1), torch.ones(1))
+
+
+def test_inference_equals_hard_training_path():
+    """forward (argmax) == forward_train's S when the Class-Module is one-hot (soft mixing with one-hot P = hard)."""
+    model = make("fd")
+    x = torch.rand(1, 1, 40, 50)
+    for cls in range(3):
+        with torch.no_grad():
+            model.class_module.fc.weight.zero_()
+            model.class_module.fc.bias.copy_(torch.full((3,), -200.0))
+            model.class_module.fc.bias[cls] = 200.0
+            # non-trivial head so that the predicted bin differs from the regression's own bin somewhere
+            model.heads["1"].cls.weight.normal_(0, 1.0)
+            out = model.forward_train(x)
+            y = model(x)
+        assert out.class_probs[:, cls].min().item() == 1.0
+        assert torch.allclose(out.outputs[-1], y, atol=1e-6)
+        k = out.logits[-1].argmax(1, keepdim=True)
+        assert (k != bin_index(out.images[-1], 32)).any()
+        half = model.halfwidths[cls].item()
+        assert ((y - anchor_value(k, 32)).abs() <= half + 1e-6).all()  # S stays in [A - h, A + h]
+
+
+def test_cs_area_bounds_and_gt_teacher_forcing():
+    model = make("cs", anchor_source="gt")
+    x = torch.rand(1, 1, 12, 12)
+    g = torch.Generator().manual_seed(1)
+    targets = [torch.rand(1, 1, 24, 24, generator=g), torch.rand(1, 1, 48, 48, generator=g)]
+    out = model.forward_train(x, targets)
+    t = targets[-1]
+    a = anchor_value(bin_index(t, 32), 32)
+    assert ((out.outputs[-1] - a).abs() <= 2.5 / 32 + 1e-6).all()
+    with pytest.raises(ValueError):
+        model.forward_train(x)
+
+
+@pytest.mark.parametrize("fgd_head", ["prior", "prior_offset", "literal"])
+def test_gradients_reach_head_trunk_and_class_module(fgd_head):
+    model = make("fd", fgd_head=fgd_head, gamma=0.1).train()
+    x = torch.rand(2, 1, 20, 36)
+    out = model.forward_train(x)
+    total, terms = build_loss(model.cfg)(out, targets_for(out), step=1)
+    total.backward()
+    head = model.heads["1"]
+    groups = {
+        "head": [head.cls.weight],
+        "trunk_first": [model.trunk.input_conv.weight],
+        "trunk_last": [model.trunk.levels[-1].convs[0].weight],
+        "class_module_first": [model.class_module.body[0].weight],
+        "class_module_fc": [model.class_module.fc.weight],
+    }
+    if fgd_head != "prior":
+        groups["offset"] = [head.offset.weight]
+    if fgd_head != "literal":
+        groups["tau"] = [head.log_tau]
+    for name, params in groups.items():
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params), name
+    assert {"loss", "l_r", "l_c1", "l_c2", "balance", "bin_acc", "area"} <= set(terms)
+
+
+def test_aux_forward_is_the_baseline():
+    base = make("l1")
+    aux = make("aux", seed=5)
+    aux.load_baseline(base.state_dict())  # keys with the trunk. prefix
+    x = torch.rand(2, 1, 15, 21)
+    with torch.no_grad():
+        assert torch.equal(aux(x), base(x))
+    assert set(aux.state_dict()) - set(base.state_dict())  # the head exists, only for training
+    assert sum(p.numel() for p in aux.trunk.parameters()) == sum(p.numel() for p in base.parameters())
+
+
+@pytest.mark.parametrize("loss", ["cs", "fd"])
+def test_init_from_baseline_starts_at_baseline_output(loss):
+    """With zero-init heads the predicted bin is the regression's own: S = A + h tanh((I-A)/h), |I - A| <= 1/2K.
+
+    Max deviation h*(x - tanh x), x = 1/(area) <= 1/3: 5.6e-4 (area 3), 2.1e-4 (area 5), 1.1e-4 (area 7).
+    """
+    base = make("l1")
+    model = make(loss, seed=3)
+    model.trunk.load_state_dict(base.trunk.state_dict())  # what train.py's --init-from does
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        ref = base(x)
+        y = model(x)
+        s = model.forward_train(x).outputs[-1]
+    inside = (ref >= 0) & (ref <= 1)
+    bound = 5.7e-4 if loss == "fd" else 2.1e-4
+    assert (y - ref)[inside].abs().max().item() <= bound
+    assert (s - ref)[inside].abs().max().item() <= bound
+
+
+def test_head_levels_all_and_head_kernel_3():
+    model = make("cs", scale=8, head_levels="all", head_kernel=3)
+    out = model.forward_train(torch.rand(1, 1, 8, 8))
+    assert all(lg is not None and lg.shape[1] == 32 for lg in out.logits)
+    assert model.heads["0"].cls.kernel_size == (3, 3)
+
+
+def test_user_errors():
+    with pytest.raises(UserError, match="loss"):
+        build_model(TrainConfig(model="vdsr", loss="fd"))
+    with pytest.raises(UserError, match="fgd_head"):
+        build_model(tiny("cs", fgd_head="nope"))
+
+
+def test_param_count_of_the_heads():
+    full = {loss: build_model(TrainConfig(loss=loss)) for loss in ("l1", "cs", "fd")}
+    n = {k: sum(p.numel() for p in m.parameters()) for k, m in full.items()}
+    assert n["l1"] == 814_242  # official x4 LapSRN
+    assert n["cs"] - n["l1"] == 64 * 32 + 32 + 1  # 1x1 head + tau
+    class_module = 16 * 128 + 128 + 3 * (128 * 128 + 128) + 128 * 32 + 32 + 32 * 3 + 3
+    assert n["fd"] - n["cs"] == class_module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["cs", "fd"])
+def test_torch_export_dynamic_shapes(loss):
+    from torch.export import Dim, export
+
+    model = make(loss)
+    x = torch.rand(2, 1, 40, 36)
+    n, h, w = Dim("n", min=1, max=8), Dim("h", min=8, max=512), Dim("w", min=8, max=512)
+    ep = export(model, (x,), dynamic_shapes={"x": {0: n, 2: h, 3: w}})
+    for shape in [(1, 1, 33, 47), (3, 1, 64, 20)]:
+        z = torch.rand(shape)
+        with torch.no_grad():
+            assert torch.allclose(ep.module()(z), model(z), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_onnx_dynamo_export_fd_matches_onnxruntime(tmp_path):
+    """The FD inference graph (Class-Module, argmax, gather, tanh) exports with symbolic N/H/W; ORT == torch."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from torch.export import Dim
+
+    model = make("fd")
+    with torch.no_grad():
+        model.heads["1"].cls.weight.normal_(0, 0.5)  # argmax decided by the head somewhere, not the prior alone
+    x = torch.rand(1, 1, 40, 36)
+    prog = torch.onnx.export(
+        model,
+        (x,),
+        dynamo=True,
+        dynamic_shapes={"x": {0: Dim("n"), 2: Dim("h"), 3: Dim("w")}},
+        input_names=["lr"],
+        output_names=["sr"],
+        external_data=False,
+    )
+    path = tmp_path / "fd.onnx"
+    prog.save(str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert all(isinstance(d, str) for d in sess.get_inputs()[0].shape[::2])  # n, h, w symbolic
+    for shape in [(1, 1, 33, 47), (2, 1, 70, 20)]:
+        z = torch.rand(shape)
+        with torch.no_grad():
+            ref = model(z).numpy()
+        got = sess.run(None, {"lr": z.numpy()})[0]
+        assert got.shape == ref.shape
+        assert abs(got - ref).max() < 1e-5

@@ -1,0 +1,122 @@
+"""The FGD loss on hand-made tensors: bins (Eq. 1-2), CE (Eq. 3), L_c2 (Eq. 4), offsets (Fig. 3), Eq. 6."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fgdsr.config import TrainConfig
+from fgdsr.losses import balance_loss, build_loss, charbonnier, class_distance_loss
+from fgdsr.models.fgd import ModelOutput, anchor_value, area_offset, bin_index, nearest_up
+
+
+def test_bin_edges_and_anchors():
+    k = 32
+    y = torch.tensor([0.0, 1 / k - 1e-6, 1 / k, 0.5, 1 - 1e-6, 1.0, -0.2, 1.3])
+    assert bin_index(y, k).tolist() == [0, 0, 1, 16, 31, 31, 0, 31]  # 1.0 -> last bin; clamp to [0, 1] first
+    assert torch.allclose(anchor_value(torch.tensor([0, 31]), k), torch.tensor([1 / 64, 63 / 64]))
+    # every value lies in its anchor's bin: |y - A| <= half a bin
+    y = torch.linspace(0, 1, 1001)
+    assert (y - anchor_value(bin_index(y, k), k)).abs().max() <= 0.5 / k + 1e-7
+
+
+def test_charbonnier_values():
+    a = torch.tensor([0.0, 0.5, 1.0])
+    b = torch.tensor([0.0, 0.25, 0.0])
+    assert charbonnier(a, a, 1e-3).item() == pytest.approx(1e-3)
+    assert charbonnier(a, b, 0.0).item() == pytest.approx((0 + 0.25 + 1) / 3)
+    want = (1e-3 + math.sqrt(0.25**2 + 1e-6) + math.sqrt(1 + 1e-6)) / 3
+    assert charbonnier(a, b, 1e-3).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_offset_bounds_and_slope():
+    anchor = torch.full((1, 1, 1, 5), 0.5)
+    h = 2.5 / 32
+    y = torch.tensor([-10.0, 0.0, 0.5, 1.0, 10.0]).view(1, 1, 1, 5)
+    s = area_offset(y, anchor, h)
+    assert ((s >= 0.5 - h) & (s <= 0.5 + h)).all()
+    assert s[0, 0, 0, 2].item() == 0.5
+    # slope 1 at the anchor: a regression inside its own bin passes almost unchanged
+    y = torch.tensor([0.5 + 1e-4], requires_grad=True)
+    area_offset(y, torch.tensor([0.5]), h).backward()
+    assert y.grad.item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_class_distance_loss_by_hand():
+    p = torch.tensor([0.5, 0.3, 0.2]).view(1, 3, 1, 1)
+    assert class_distance_loss(p).item() == pytest.approx(-(0.2 + 0.3 + 0.1))
+    onehot = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)
+    assert class_distance_loss(onehot).item() == pytest.approx(-2.0)
+    assert class_distance_loss(torch.full((2, 3, 2, 2), 1 / 3)).item() == pytest.approx(0.0, abs=1e-7)
+    # averaged over sub-images: two sub-images, -0.6 and -2 -> -1.3
+    two = torch.tensor([[0.5, 0.3, 0.2], [0.0, 1.0, 0.0]]).T.reshape(1, 3, 1, 2)
+    assert class_distance_loss(two).item() == pytest.approx(-1.3)
+
+
+def test_balance_loss_by_hand():
+    # 4 sub-images, all in class 0 -> means (1, 0, 0): |1 - 1/3| + 2/3 = 4/3
+    p = torch.zeros(2, 3, 1, 2)
+    p[:, 0] = 1
+    assert balance_loss(p).item() == pytest.approx(4 / 3)
+    assert balance_loss(torch.full((2, 3, 1, 2), 1 / 3)).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_nearest_up_exact():
+    t = torch.arange(6.0).view(1, 1, 2, 3)
+    up = nearest_up(t, 4, 7, 9)
+    assert up.shape == (1, 1, 7, 9)
+    assert up[0, 0, 3, 4].item() == 1 and up[0, 0, 4, 8].item() == 5 and up[0, 0, 6, 0].item() == 3
+
+
+def _hand_output(logits_last: torch.Tensor, targets: list[torch.Tensor]) -> ModelOutput:
+    return ModelOutput(images=list(targets), outputs=list(targets), logits=[None, logits_last])
+
+
+def test_cross_entropy_value_and_eq6():
+    cfg = TrainConfig(loss="cs", bins=4, alpha=0.5, charbonnier_eps=1e-3)
+    loss = build_loss(cfg)
+    # one pixel per image; GT 0.30 -> bin 1 of 4; logits (0, ln 2, 0, 0) -> q_1 = 2/5
+    t_last = torch.tensor([0.30]).view(1, 1, 1, 1)
+    t_first = torch.zeros(1, 1, 1, 1)
+    logits = torch.tensor([0.0, math.log(2), 0.0, 0.0]).view(1, 4, 1, 1)
+    total, terms = loss(_hand_output(logits, [t_first, t_last]), [t_first, t_last], step=0)
+    ce = -math.log(2 / 5)
+    assert terms["l_c1"] == pytest.approx(ce, rel=1e-6)
+    assert terms["bin_acc"] == 1.0
+    assert terms["l_r"] == pytest.approx(2e-3)  # Charbonnier of zero error = eps, two levels summed
+    assert total.item() == pytest.approx(2e-3 + 0.5 * ce, rel=1e-6)  # Eq. 6
+    assert terms["loss"] == pytest.approx(total.item())
+
+
+def test_alpha_warmup():
+    loss = build_loss(TrainConfig(loss="cs", alpha=2.0, alpha_warmup_steps=100))
+    assert [loss.alpha_at(s) for s in (0, 50, 100, 1000)] == [0.0, 1.0, 2.0, 2.0]
+    assert build_loss(TrainConfig(loss="cs", alpha=2.0)).alpha_at(0) == 2.0
+
+
+def test_fd_terms_and_l1_has_no_classification():
+    cfg = TrainConfig(loss="fd", beta=0.1, gamma=0.5, charbonnier_eps=0.0)
+    t = [torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 4, 4)]
+    p = torch.tensor([0.5, 0.3, 0.2]).view(1, 3, 1, 1)
+    out = ModelOutput(images=t, outputs=t, logits=[None, None], class_logits=p.log(), class_probs=p)
+    total, terms = build_loss(cfg)(out, t)
+    bal = abs(0.5 - 1 / 3) + abs(0.3 - 1 / 3) + abs(0.2 - 1 / 3)
+    assert terms["l_c2"] == pytest.approx(-0.6)
+    assert terms["balance"] == pytest.approx(bal)
+    assert terms["area"] == pytest.approx(0.5 * 3 + 0.3 * 5 + 0.2 * 7)
+    assert total.item() == pytest.approx(0.1 * -0.6 + 0.5 * bal, rel=1e-6)
+    total, terms = build_loss(TrainConfig(loss="l1", charbonnier_eps=0.0))(
+        ModelOutput(images=t, outputs=[x + 0.25 for x in t], logits=[None, None]), t
+    )
+    assert set(terms) == {"l_r", "loss"} and total.item() == pytest.approx(0.5)
+
+
+def test_mismatched_targets_raise():
+    t = [torch.zeros(1, 1, 4, 4)]
+    out = ModelOutput(images=t, outputs=t, logits=[None])
+    with pytest.raises(ValueError):
+        build_loss(TrainConfig())(out, [torch.zeros(1, 1, 8, 8)])
+    with pytest.raises(ValueError):
+        build_loss(TrainConfig())(out, t + t)

@@ -1,0 +1,134 @@
+"""`fgdsr reproduce`: the paper's constants, Table 2 (bicubic + complexity), Table 1 aggregation and a tiny run."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import reproduce as rep
+
+
+def test_paper_constants_match_the_papers_text():
+    # Sec. 3.1: CS is 0.5 dB above the baseline on Set5, FD 0.58 dB; Table 2's x4 rows repeat Table 1's.
+    assert rep.PAPER_TABLE1["cs"]["Set5"] - rep.PAPER_TABLE1["l1"]["Set5"] == pytest.approx(0.50)
+    assert rep.PAPER_TABLE1["fd"]["Set5"] - rep.PAPER_TABLE1["l1"]["Set5"] == pytest.approx(0.58)
+    for s in rep.SETS:
+        assert rep.PAPER_TABLE2[4]["LapSRN"][s][0] == rep.PAPER_TABLE1["l1"][s]
+        assert rep.PAPER_TABLE2[4]["Ours"][s][0] == rep.PAPER_TABLE1["fd"][s]
+    assert rep.PAPER_TABLE2[2]["Bicubic"]["Set5"] == (33.66, 0.9299)
+    assert rep.PAPER_TABLE2[3]["Bicubic"]["Set5"] == (30.39, 0.8682)
+    assert rep.PAPER_TABLE2[4]["Bicubic"]["Set5"] == (28.42, 0.8104)
+
+
+def test_table2_complexity_srcnn_vdsr_exact():
+    rows = {r["method"]: r for r in rep.table2_complexity(scales=(4,))}
+    assert rows["SRCNN"]["weights"] == 57_184 and rows["SRCNN"]["params"] == 57_281
+    assert round(rows["SRCNN"]["mult_adds_naive"] / 1e9, 2) == 52.70
+    assert rows["VDSR"]["weights"] == 664_704 and rows["VDSR"]["params"] == 665_921
+    assert round(rows["VDSR"]["mult_adds_naive"] / 1e9, 2) == 612.59
+    # LapSRN official x4 (issue 5): 812,768 weights, 117.49 G true / 149.35 G naive
+    assert rows["LapSRN"]["weights"] == 812_768
+    assert round(rows["LapSRN"]["mult_adds_true"] / 1e9, 2) == 117.49
+    assert round(rows["LapSRN"]["mult_adds_naive"] / 1e9, 2) == 149.35
+    assert rows["Ours"]["weights"] > rows["LapSRN"]["weights"]  # the FD head adds weights
+    assert rows["VDSR"]["diff_weights_k"] == pytest.approx(664.704 - 665.0)
+    assert rows["SRCNN"]["diff_mult_adds_naive_g"] == pytest.approx(
+        rows["SRCNN"]["mult_adds_naive"] / 1e9 - 52.7
+    )
+
+
+def test_table1_aggregate_mean_and_sample_std():
+    trials = [
+        {"variant": "l1", "psnr": {"Set5": 30.0, "Set14": 27.0}},
+        {"variant": "l1", "psnr": {"Set5": 31.0, "Set14": 27.0}},
+        {"variant": "fd", "psnr": {"Set5": 32.0, "Set14": None}},
+    ]
+    agg = rep.table1_aggregate(trials, ["Set5", "Set14"])
+    assert agg["l1"]["Set5"]["mean"] == pytest.approx(30.5)
+    assert agg["l1"]["Set5"]["std"] == pytest.approx(math.sqrt(0.5))  # sample std of (30, 31)
+    assert agg["l1"]["Set5"]["diff"] == pytest.approx(30.5 - 31.65)
+    assert agg["l1"]["Set14"]["std"] == 0.0
+    assert agg["fd"]["Set5"]["n"] == 1 and math.isnan(agg["fd"]["Set5"]["std"])
+    assert agg["fd"]["Set14"]["n"] == 0
+    assert "cs" not in agg
+    info = {"command": "fgdsr reproduce table1 --budget-minutes 1", "machine": "m", "date": "d", "wall_s": 1.0,
+            "train_dataset": "T91+BSD200", "val_dataset": "Set5", "model": "lapsrn", "scale": 4, "seeds": 2,
+            "budget_minutes": 1.0, "max_steps": 10, "steps_per_s": {"l1": 2.0, "fd": 1.0}}  # fmt: skip
+    text = rep.table1_markdown(agg, ["Set5", "Set14"], info)
+    assert "| Baseline | 30.50 ± 0.71 | 27.00 ± 0.00 |" in text
+    assert "| +FD Loss | 32.00 | — |" in text
+    assert "| +FD Loss − Baseline | +1.50 (paper +0.58) | — (paper +0.71) |" in text
+    assert "10 steps for every variant" in text
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True)
+
+
+def test_cli_bad_input_is_one_line():
+    for args, needle in (
+        (["reproduce", "table3"], "table3"),
+        (["reproduce", "table1"], "--budget-minutes"),
+        (["reproduce", "table1", "--budget-minutes", "1", "--variants", "l1,xx"], "--variants"),
+        (["reproduce", "table2", "--data-root", "/nonexistent", "--no-track"], "/nonexistent"),
+    ):
+        p = _run_cli(*args)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2, (args, p.stderr)
+        assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (args, p.stderr)
+
+
+@pytest.mark.slow
+def test_table2_matches_the_papers_bicubic_rows(data_root, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = rep.reproduce_table2(data_root=str(data_root), out=tmp_path / "t2", tracking_uri=uri, quiet=True)
+    set5 = {r["scale"]: r for r in res["bicubic"] if r["dataset"] == "Set5"}
+    assert sorted(set5) == [2, 3, 4]
+    for r in set5.values():
+        assert abs(r["diff_psnr"]) <= 0.02, r
+        assert abs(r["diff_ssim"]) <= 0.001, r
+    saved = json.loads((tmp_path / "t2" / "table2.json").read_text())
+    assert saved["bicubic"] == res["bicubic"]
+    text = (tmp_path / "t2" / "table2.md").read_text()
+    assert "| ×4 | Set5 | 5 | 28.4" in text and "| ×4 | VDSR | 664.7 K |" in text
+    from mlflow import MlflowClient
+
+    c = MlflowClient(uri)
+    run = c.get_run(res["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["bicubic_x4_Set5_psnr"] == pytest.approx(set5[4]["psnr"])
+    assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"table2.md", "table2.json"}
+
+
+@pytest.mark.slow
+def test_table1_tiny_cpu_run_end_to_end(data_root, tmp_path):
+    """Two variants, one seed, a few seconds each: trained through Ray Tune, evaluated, written, tracked."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tiny = Path(__file__).resolve().parents[1] / "fgdsr" / "configs" / "tiny.yaml"
+    res = rep.reproduce_table1(
+        budget_minutes=0.05, seeds=1, gpus=0, config=tiny, variants=["l1", "fd"], data_root=str(data_root),
+        overrides={"channels": 8, "depth": 2, "batch_size": 4, "patch_size": 32, "val_max_images": 1},
+        train_dataset="builtin-train", out=tmp_path / "t1", tracking_uri=uri, quiet=True, calibration_s=1.5,
+    )  # fmt: skip
+    assert {t["variant"] for t in res["trials"]} == {"l1", "fd"}
+    assert all(t["steps"] == res["info"]["max_steps"] for t in res["trials"])
+    for v in ("l1", "fd"):
+        assert res["table"][v]["Set5"]["n"] == 1 and 10 < res["table"][v]["Set5"]["mean"] < 40
+    text = (tmp_path / "t1" / "table1.md").read_text()
+    assert "| Baseline |" in text and "paper +0.58" in text
+    from mlflow import MlflowClient
+
+    c = MlflowClient(uri)
+    paths = {a.path for a in c.list_artifacts(res["parent_run_id"], "table1")}
+    assert paths == {"table1/table1.md", "table1/table1.json"}
+    # resuming a finished run evaluates again without training anything new
+    again = rep.reproduce_table1(budget_minutes=0.05, config=tiny, out=tmp_path / "t1", resume=True,
+                                 data_root=str(data_root), tracking_uri=uri, quiet=True, variants=["l1", "fd"],
+                                 train_dataset="builtin-train")  # fmt: skip
+    assert again["info"]["max_steps"] == res["info"]["max_steps"]
+    assert sorted(t["trial_id"] for t in again["trials"]) == sorted(t["trial_id"] for t in res["trials"])

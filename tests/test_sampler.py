@@ -1,0 +1,101 @@
+"""Training patches: shapes per scale, pyramid targets, augmentation, seeds, DataLoader workers."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fgdsr.config import TrainConfig
+from fgdsr.data.color import T
+from fgdsr.data.imresize import imresize
+from fgdsr.data.sampler import TrainPatches, infinite_batches, level_sizes, make_train_loader
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("patches") / "HR"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(90, 120), (140, 100), (40, 50)]):  # the last one is smaller than a patch
+        Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+def _cfg(folder, **kw):
+    base = dict(train_dataset=str(folder), patch_size=48, batch_size=4, scale=4, workers=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_level_sizes():
+    assert level_sizes(128, 4) == [64, 128]
+    assert level_sizes(128, 8) == [32, 64, 128]
+    assert level_sizes(128, 2) == [128]
+    assert level_sizes(96, 3) == [96]
+
+
+@pytest.mark.parametrize("scale,patch,sides", [(2, 48, [48]), (3, 48, [48]), (4, 48, [24, 48]), (8, 48, [12, 24, 48])])
+def test_shapes_and_pyramid(folder, scale, patch, sides):
+    ds = TrainPatches(_cfg(folder, scale=scale, patch_size=patch), seed=1)
+    for i in range(6):
+        lr, targets = ds[i]
+        assert lr.shape == (1, patch // scale, patch // scale) and lr.dtype == torch.float32
+        assert [t.shape[-1] for t in targets] == sides
+        hr = targets[-1]
+        assert 0.05 < hr.mean() < 0.95 and hr.min() > -0.1 and hr.max() < 1.1
+        torch.testing.assert_close(lr, imresize(hr[None], size=(patch // scale,) * 2)[0])
+        for t in targets[:-1]:
+            torch.testing.assert_close(t, imresize(hr[None], size=(t.shape[-1],) * 2)[0])
+
+
+def test_reproducible_per_seed_and_index(folder):
+    a, b = TrainPatches(_cfg(folder), seed=3), TrainPatches(_cfg(folder), seed=3)
+    for i in (0, 5, 123456789):
+        torch.testing.assert_close(a[i][0], b[i][0], rtol=0, atol=0)
+    c = TrainPatches(_cfg(folder), seed=4)
+    assert not torch.equal(a[0][1][-1], c[0][1][-1])
+    assert not torch.equal(a[0][1][-1], a[1][1][-1])
+
+
+def test_without_downscale_patch_is_a_dihedral_transform_of_the_y_image(tmp_path):
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    (tmp_path / "HR").mkdir()
+    Image.fromarray(img).save(tmp_path / "HR" / "a.png")
+    y = torch.from_numpy(16.0 + img.astype(np.float64) @ T[0] / 255.0).float() / 255.0
+    variants = [torch.rot90(v, k) for v in (y, torch.flip(y, (0,))) for k in range(4)]
+    cfg = _cfg(tmp_path / "HR", patch_size=32, random_downscale=False)
+    ds = TrainPatches(cfg, seed=0)
+    seen = set()
+    for i in range(40):
+        hr = ds[i][1][-1][0]
+        match = [k for k, v in enumerate(variants) if torch.allclose(hr, v, atol=1e-5)]
+        assert match, "patch is not a flip/rotation of the image"
+        seen.add(match[0])
+    assert len(seen) >= 6  # the augmentation visits (nearly) all 8 transforms
+
+
+def test_rgb_mode(folder):
+    lr, targets = TrainPatches(_cfg(folder), seed=0, color="rgb")[0]
+    assert lr.shape == (3, 12, 12) and targets[-1].shape == (3, 48, 48)
+
+
+def test_loader_batches_endless_and_resumable(folder):
+    cfg = _cfg(folder)
+    it = infinite_batches(make_train_loader(cfg, seed=7))
+    batches = [next(it) for _ in range(3)]
+    lr, targets = batches[0]
+    assert lr.shape == (4, 1, 12, 12) and [t.shape for t in targets] == [(4, 1, 24, 24), (4, 1, 48, 48)]
+    resumed = next(iter(make_train_loader(cfg, seed=7, start_step=2)))
+    torch.testing.assert_close(resumed[0], batches[2][0], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_batches(folder):
+    cfg = _cfg(folder)
+    a = iter(make_train_loader(cfg, seed=2))
+    b = iter(make_train_loader(cfg.replace(workers=2), seed=2))
+    for _ in range(3):
+        x, y = next(a), next(b)
+        torch.testing.assert_close(x[0], y[0], rtol=0, atol=0)
+        torch.testing.assert_close(x[1][-1], y[1][-1], rtol=0, atol=0)

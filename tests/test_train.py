@@ -1,0 +1,275 @@
+"""Training: lr schedule values, exact resume, callbacks, --init-from, `fgdsr train` CLI, overfitting one image."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from fgdsr import checkpoint as ck
+from fgdsr.config import TrainConfig, load_config
+from fgdsr.errors import UserError
+from fgdsr.train import lr_at, train
+from orchestrator.cli import app
+
+# a model and batch small enough for a few steps per second on a shared 2-core machine
+SMALL = dict(depth=1, channels=8, patch_size=32, batch_size=4, val_max_images=1, log_every=1, lr=1e-3)
+DATA: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_data(tmp_path_factory):
+    """Crops of built-in photos (train: 2 of 96 px, val: 1 of 64 px) in a temp dir: fast start-up and validation."""
+    import numpy as np
+    from PIL import Image
+
+    from fgdsr.data.datasets import resolve_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    for split, src, n, side in (("train", "builtin-train", 2, 96), ("val", "builtin-eval", 1, 64)):
+        (root / split).mkdir()
+        ds = resolve_dataset(src)
+        for i in range(n):
+            img = np.asarray(ds.image(i))
+            h, w = img.shape[:2]
+            y, x = (h - side) // 2, (w - side) // 2
+            Image.fromarray(np.ascontiguousarray(img[y : y + side, x : x + side])).save(root / split / f"{i}.png")
+    DATA.update(train_dataset=str(root / "train"), val_dataset=str(root / "val"))
+    yield root
+    DATA.clear()
+
+
+def small_cfg(**kw) -> TrainConfig:
+    return load_config(None, {**SMALL, **DATA, **kw})
+
+
+def test_lr_schedule_known_values():
+    cfg = TrainConfig().replace(lr=1e-3, lr_schedule="step", lr_step=100, lr_gamma=0.5, max_steps=1000)
+    assert [lr_at(cfg, s) for s in (0, 99, 100, 250)] == [1e-3, 1e-3, 5e-4, 2.5e-4]
+    cos = cfg.replace(lr_schedule="cosine", max_steps=200)
+    assert lr_at(cos, 0) == 1e-3
+    assert math.isclose(lr_at(cos, 100), 5e-4)
+    assert math.isclose(lr_at(cos, 200), 0.0, abs_tol=1e-18) and lr_at(cos, 500) == lr_at(cos, 200)
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / ck.WEIGHTS))
+
+
+def test_resume_is_bit_identical(tmp_path):
+    """N + N steps with a resume == 2N steps: weights, Adam moments and the data position (CPU)."""
+    n = 3
+    cfg = small_cfg(max_steps=2 * n, val_every=100, lr_schedule="step", lr_step=4, batch_size=2)
+    full = train(cfg, tmp_path / "full", progress=False)
+    half = train(cfg.replace(max_steps=n), tmp_path / "split", progress=False)
+    assert half.final_step == n
+    resumed = train(cfg, tmp_path / "split", resume=True, progress=False)
+    assert full.final_step == resumed.final_step == 2 * n
+    a, b = _weights(full.last_checkpoint), _weights(resumed.last_checkpoint)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    sa, sb = ck.load_training_state(full.last_checkpoint), ck.load_training_state(resumed.last_checkpoint)
+    assert sa["loader"] == sb["loader"] == {"pos": 2 * n, "seed": cfg.seed}
+    for i, st in sa["optimizer"]["state"].items():
+        assert torch.equal(st["exp_avg_sq"], sb["optimizer"]["state"][i]["exp_avg_sq"])
+    assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
+    # the same run without the resume state would differ: the test can fail
+    fresh = train(cfg.replace(max_steps=n, seed=1), tmp_path / "other", progress=False)
+    c = _weights(fresh.last_checkpoint)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_rejects_changed_config_and_missing_run(tmp_path):
+    cfg = small_cfg(max_steps=1, val_every=1)
+    train(cfg, tmp_path / "r", progress=False)
+    with pytest.raises(UserError) as e:
+        train(cfg.replace(lr=0.5), tmp_path / "r", resume=True, progress=False)
+    assert "lr" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(UserError) as e:
+        train(cfg, tmp_path / "nothing", resume=True, progress=False)
+    assert "nothing" in str(e.value)
+
+
+class Recorder:
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.events: list[tuple] = []
+        self.stop_at = stop_at
+
+    def on_step(self, step, logs):
+        self.events.append(("step", step, sorted(logs)))
+
+    def on_validation(self, step, metrics):
+        self.events.append(("val", step, metrics["val_psnr"]))
+        return self.stop_at is not None and step >= self.stop_at
+
+    def on_checkpoint(self, step, path):
+        assert (path / ck.WEIGHTS).is_file() and (path / ck.META).is_file()
+        self.events.append(("ckpt", step, path.name))
+
+
+def test_callbacks_order_and_stop(tmp_path):
+    rec = Recorder(stop_at=2)
+    cfg = small_cfg(max_steps=6, val_every=2, log_every=2, loss="cs")
+    res = train(cfg, tmp_path / "cb", callbacks=[rec], progress=False)
+    kinds = [(e[0], e[1]) for e in rec.events]
+    assert kinds[:3] == [("step", 2), ("val", 2), ("ckpt", 2)]
+    assert ("ckpt", 2, "best") in rec.events  # first validation is always the best so far
+    logs = rec.events[0][2]
+    assert {"loss", "l_r", "l_c1", "lr", "it_per_s"} <= set(logs)
+    assert res.stopped_early and res.final_step == 2
+    meta = ck.read_meta(res.last_checkpoint)
+    assert meta["step"] == 2 and "val_psnr" in meta["metrics"]
+
+
+def test_meta_passthrough_and_grad_accum(tmp_path):
+    cfg = small_cfg(max_steps=2, val_every=2, grad_accum=2)
+    res = train(cfg, tmp_path / "m", progress=False, meta={"mlflow_run_id": "r123"})
+    assert ck.read_meta(res.last_checkpoint)["mlflow_run_id"] == "r123"
+    assert ck.read_meta(res.best_checkpoint)["mlflow_run_id"] == "r123"
+    assert ck.load_training_state(res.last_checkpoint)["loader"]["pos"] >= 4  # 2 steps x 2 micro-batches
+
+
+def test_accelerator_passed_in(tmp_path):
+    from accelerate import Accelerator
+
+    res = train(
+        small_cfg(max_steps=1, val_every=1), tmp_path / "a", accelerator=Accelerator(cpu=True), progress=False
+    )
+    assert res.final_step == 1 and res.best_val_psnr > 10
+
+
+@pytest.mark.parametrize("loss", ["cs", "fd", "aux"])
+def test_init_from_starts_at_the_baseline(tmp_path, loss):
+    """Heads the baseline lacks are initialised so the model starts at the baseline's output (issue 7)."""
+    base = train(small_cfg(max_steps=3, val_every=3), tmp_path / "base", progress=False)
+    model_b, _, _ = ck.load_model(base.last_checkpoint)
+    cfg = small_cfg(loss=loss, max_steps=1, val_every=1, init_from=str(base.last_checkpoint))
+    from fgdsr.models import build_model
+
+    model = build_model(cfg)
+    ck.init_from_checkpoint(model, base.last_checkpoint)
+    x = torch.rand(2, 1, 24, 20)
+    with torch.no_grad():
+        diff = (model.eval()(x) - model_b(x)).abs().max().item()
+    assert diff < 2e-3, diff  # < 0.5 grey level: the same image after uint8 rounding almost everywhere
+    res = train(cfg, tmp_path / "ft", progress=False)
+    start = res.history[0]
+    assert start["step"] == 0
+    base_psnr = [h for h in base.history if h["step"] == 3][0]["val_psnr"]
+    assert abs(start["val_psnr"] - base_psnr) < 0.02, (start, base_psnr)
+    assert ck.read_meta(res.last_checkpoint)["provenance"]["init_from"] == str(base.last_checkpoint)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def _one_error_line(r) -> str:
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+    return lines[0]
+
+
+def test_cli_train_set_overrides_and_errors(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    sets = [
+        "--set",
+        "max_steps=2",
+        "--set",
+        "val_every=2",
+        "--set",
+        "depth=1",
+        "--set",
+        "channels=4",
+        "--set",
+        "patch_size=32",
+        "--set",
+        "batch_size=2",
+        "--set",
+        "val_max_images=1",
+        "--set",
+        "loss=fd",
+    ]
+    r = runner.invoke(app, ["train", *sets, "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((out / "last" / "config.json").read_text())
+    assert saved["max_steps"] == 2 and saved["loss"] == "fd" and saved["channels"] == 4
+    assert "best val PSNR" in r.output
+    # the run exists: a second train without --resume is refused; with --resume and more steps it continues
+    _one_error_line(runner.invoke(app, ["train", *sets, "--out", str(out)]))
+    r = runner.invoke(app, ["train", *sets, "--set", "max_steps=3", "--out", str(out), "--resume", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert ck.read_meta(out / "last")["step"] == 3
+    assert "no_such" in _one_error_line(
+        runner.invoke(app, ["train", "--set", "no_such=1", "--out", str(tmp_path / "x")])
+    )
+    assert "lr" in _one_error_line(
+        runner.invoke(app, ["train", "--set", "lr=fast", "--out", str(tmp_path / "x")])
+    )
+    _one_error_line(runner.invoke(app, ["train", "--set", "max_steps", "--out", str(tmp_path / "x")]))
+    _one_error_line(runner.invoke(app, ["train", "--config", str(tmp_path / "none.yaml")]))
+    _one_error_line(runner.invoke(app, ["train", "--resume", "--out", str(tmp_path / "fresh")]))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loss: [unclosed\n")
+    _one_error_line(runner.invoke(app, ["train", "--config", str(bad)]))
+    _one_error_line(
+        runner.invoke(app, ["train", "--init-from", str(tmp_path / "nope"), "--out", str(tmp_path / "y")])
+    )
+
+
+# ------------------------------------------------------------------------------------------- overfit
+
+
+def _one_image_dataset(tmp_path):
+    """A folder holding one built-in evaluation image (copied into the test's temp dir)."""
+    from fgdsr.data.datasets import resolve_dataset
+
+    src = sorted(resolve_dataset("builtin-eval").paths)[0]
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(src, folder / src.name)
+    return folder
+
+
+def _bicubic_psnr(folder, scale: int) -> float:
+    from fgdsr.data.imresize import imresize_uint8, modcrop
+    from fgdsr.data.io import read_image
+    from fgdsr.metrics.protocol import evaluate_pair
+
+    (path,) = list(folder.iterdir())
+    hr = modcrop(read_image(path), scale)
+    sr = imresize_uint8(imresize_uint8(hr, scale=1 / scale), scale=scale)
+    return float(evaluate_pair(sr, hr, scale)[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["l1", "cs", "fd"])
+def test_overfits_one_image_beats_bicubic(tmp_path, loss):
+    """A tiny model overfits one built-in image and beats bicubic by > 1 dB on it within a CPU minute."""
+    folder = _one_image_dataset(tmp_path)
+    cfg = load_config(
+        None,
+        {
+            "train_dataset": str(folder),
+            "val_dataset": str(folder),
+            "loss": loss,
+            "max_steps": 300,
+            "val_every": 100,
+            "val_max_images": None,
+            "seed": 0,
+        },
+    )
+    t0 = time.perf_counter()
+    res = train(cfg, tmp_path / loss, progress=False)
+    wall = time.perf_counter() - t0
+    bic = _bicubic_psnr(folder, cfg.scale)
+    print(f"{loss}: best {res.best_val_psnr:.2f} dB vs bicubic {bic:.2f} dB in {wall:.1f} s")
+    assert res.best_val_psnr > bic + 1.0, (res.history, bic)
+    assert wall < 60

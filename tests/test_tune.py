@@ -1,0 +1,189 @@
+"""`fgdsr tune` on real Ray Tune + real MLflow (sqlite), CPU only: plan, errors, a 4-trial sweep, logical GPUs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tune_util import tiny_opts
+from typer.testing import CliRunner
+
+from fgdsr.errors import UserError
+from orchestrator import space as space_mod
+from orchestrator import tracking
+from orchestrator.cli import app
+from orchestrator.tune import TuneOptions, make_plan, run_sweep
+
+# ----------------------------------------------------------------------------------------- fast: plan
+
+
+def test_default_space_and_demo_config_plan(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    plan, base, space = make_plan(TuneOptions(gpus=0, out=str(tmp_path / "o")))
+    assert base.train_dataset == "builtin-train" and base.max_steps <= 200
+    assert set(space.params) >= {"loss", "alpha", "beta", "bins", "areas", "lr", "batch_size", "head_levels"}
+    assert "l1" in space.params["loss"][1] and [p["loss"] for p in space.forced] == ["l1"]
+    # a complete point (Optuna's warm start checks that every sampled field is there), base values kept
+    assert set(space.forced[0]) == {k for k, v in space.params.items() if isinstance(v, tuple)}
+    assert space.forced[0]["lr"] == base.lr and space.forced[0]["areas"] == "3,5,7"
+    assert plan["trials"] == 4 and plan["search"] == "optuna" and plan["asha"]["time_attr"] == "step"
+    assert plan["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert plan["storage"] == str(tmp_path / "o" / "ray")
+
+
+@pytest.mark.parametrize(
+    "gpus,per_trial,concurrency,workers",
+    [(4, 0.5, 8, 1), (4, 1, 4, 1), (4, 2, 2, 2), (3, 0.25, 12, 1), (8, None, 8, 1)],
+)
+def test_concurrency_is_gpus_over_gpus_per_trial(tmp_path, gpus, per_trial, concurrency, workers):
+    plan, _, _ = make_plan(tiny_opts(tmp_path, gpus=gpus, gpus_per_trial=per_trial))
+    assert plan["resources"]["concurrency"] == concurrency
+    assert plan["resources"]["workers_per_trial"] == workers
+
+
+def test_cpu_concurrency_and_grid(tmp_path):
+    plan, _, _ = make_plan(tiny_opts(tmp_path, gpus=0, num_cpus=6, cpus_per_trial=2))
+    assert plan["resources"]["concurrency"] == 3 and plan["resources"]["gpus_per_trial"] == 0
+    (tmp_path / "grid.yaml").write_text(
+        "space:\n  loss: {choice: [cs, fd]}\n  bins: {choice: [16, 32, 64]}\n"
+    )
+    plan, _, space = make_plan(
+        tiny_opts(tmp_path, space=str(tmp_path / "grid.yaml"), search="grid", num_samples=None)
+    )
+    assert plan["trials"] == 9  # (cs, fd, + the forced l1) x 3
+    grid = space_mod.to_param_space(space, "grid")
+    assert sorted(grid["loss"]["grid_search"]) == ["cs", "fd", "l1"]
+
+
+def test_space_file_parsing(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("space:\n  areas: {choice: [[3, 5, 7], [1, 3, 5]]}\n  lr: {loguniform: [1.0e-4, 1.0e-3]}\n")
+    s = space_mod.load_space(p)
+    ps = space_mod.to_param_space(s, "optuna")
+    assert ps["areas"].categories == ["3,5,7", "1,3,5"]  # Optuna categoricals hold scalars only
+    from fgdsr.config import TrainConfig, apply_overrides
+
+    assert apply_overrides(TrainConfig(), {"areas": "1,3,5"}).areas == [1, 3, 5]
+    assert space_mod.force_variants(s, ["l1"]).params == s.params  # no loss axis: nothing forced
+    for bad, msg in [
+        ("space:\n  nope: 1\n", "unknown config field"),
+        ("space:\n  lr: {loguniform: [0, 1]}\n", "low > 0"),
+        ("space:\n  lr: {normal: [0, 1]}\n", "exactly one of"),
+        ("space:\n  loss: {choice: [l1, l9]}\n", "l9"),
+        ("spaces: {}\n", "unknown top-level"),
+    ]:
+        p.write_text(bad)
+        with pytest.raises(UserError, match=msg):
+            make_plan(tiny_opts(tmp_path / "x", space=str(p)))
+
+
+def test_dry_run_json_and_one_line_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    r = CliRunner().invoke(app, ["tune", "--gpus", "4", "--gpus-per-trial", "0.5", "--dry-run", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["dry_run"] and out["plan"]["resources"]["concurrency"] == 8 and out["trials"] == []
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()  # nothing written
+    for args, needle in [
+        (["--gpus", "0", "--gpus-per-trial", "1"], "needs --gpus > 0"),
+        (["--gpus", "2", "--gpus-per-trial", "1.5"], "whole number"),
+        (["--gpus", "1", "--gpus-per-trial", "2"], "must be in"),
+        (["--gpus", "0", "--search", "bayes"], "--search bayes"),
+        (["--gpus", "0", "--tracking-uri", "file:///tmp/mlruns"], "file store"),
+        (["--gpus", "0", "--resume"], "--resume"),
+        (["--gpus", "0", "--config", "missing.yaml"], "not found"),
+    ]:
+        r = CliRunner().invoke(app, ["tune", *args, "--dry-run"])
+        assert r.exit_code == 2, (args, r.output)
+        assert needle in r.output and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_existing_sweep_needs_resume(tmp_path):
+    opts = tiny_opts(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "state-sweep.json").write_text("{}")
+    with pytest.raises(UserError, match="already exists"):
+        run_sweep(opts)
+
+
+# ------------------------------------------------------------------------------- slow: real sweeps
+
+
+@pytest.mark.slow
+def test_cpu_sweep_four_trials(tmp_path):
+    """The issue's first must-show: `--gpus 0`, 4 trials, 1 parent + 4 child runs, best exported and loadable."""
+    opts = tiny_opts(tmp_path, steps=4, val_every=2)
+    args = ["tune", "--gpus", "0", "--num-samples", "4", "--config", opts.config, "--space", opts.space]
+    args += ["--out", opts.out, "--tracking-uri", opts.tracking_uri, "--experiment", "cpu4", "--json"]
+    r = CliRunner().invoke(app, args)  # the default search (Optuna TPE) and scheduler (ASHA)
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output[r.output.index("{") :])
+    uri = opts.tracking_uri
+    assert len(res["trials"]) == 4 and not res["partial"]
+    assert all(t["state"] == "TERMINATED" and t["steps"] >= 4 for t in res["trials"])
+    assert res["trials"][0]["variant"] == "l1" or any(t["variant"] == "l1" for t in res["trials"])
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name("cpu4")
+    runs = c.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get(tracking.PARENT_TAG) == res["parent_run_id"]]
+    assert len(parents) == 1 and len(children) == 4 and len(runs) == 5
+    assert all(r.info.status == "FINISHED" for r in runs)  # none left RUNNING (ASHA stops included)
+    assert parents[0].data.tags["git_commit"] and parents[0].data.params["search"] == "optuna"
+    for ch in children:
+        assert ch.data.params["loss"] in ("l1", "fd") and "lr" in ch.data.params
+        assert ch.data.tags["variant"] == ch.data.params["loss"]
+        assert len(c.get_metric_history(ch.info.run_id, "lr")) >= 2  # per-step metrics
+        assert c.get_metric_history(ch.info.run_id, "val_psnr")
+        arts = {f.path for f in c.list_artifacts(ch.info.run_id, "plots")}
+        assert "plots/validation.png" in arts
+    # the best trial: exported, registered, loadable, evaluable
+    best = Path(res["best_dir"])
+    assert best == Path(opts.out).resolve() / "best"
+    from fgdsr.checkpoint import load_model, read_meta
+
+    model, cfg, meta = load_model(best)
+    assert cfg.loss == res["best"]["variant"]
+    assert read_meta(best)["mlflow_run_id"] == res["best"]["mlflow_run_id"]
+    assert res["best"]["best_val_psnr"] == max(
+        t["best_val_psnr"] for t in res["trials"] if t["best_val_psnr"]
+    )
+    name, version = res["registered"].split("/")
+    assert c.get_model_version(name, version).run_id == res["best"]["mlflow_run_id"]
+    assert (Path(opts.out) / "best-l1" / "model.safetensors").is_file()
+    ev = CliRunner().invoke(
+        app, ["evaluate", "--checkpoint", str(best), "--dataset", "builtin-eval", "--max-images", "1", "--json"]
+    )
+    assert ev.exit_code == 0, ev.output
+    assert "psnr" in ev.output.lower()
+
+
+@pytest.mark.slow
+def test_logical_gpus_eight_concurrent_trials(tmp_path):
+    """`ray.init(num_gpus=4)` on a CPU box, 0.5 GPU per trial: 8 trials at once, each sees no real GPU."""
+    import ray
+
+    ray.init(num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        opts = tiny_opts(
+            tmp_path, steps=16, val_every=8, gpus=4, gpus_per_trial=0.5, num_samples=8, register=False
+        )
+        result = run_sweep(opts)
+    finally:
+        ray.shutdown()
+    assert result.plan["resources"]["concurrency"] == 8
+    assert len(result.trials) == 8 and all(t.state == "TERMINATED" for t in result.trials)
+    runs = tracking.child_runs(opts.tracking_uri, result.experiment_id, result.parent_run_id)
+    assert len(runs) == 8
+    # all 8 ran at the same time: every run started before the first one ended
+    assert max(r.info.start_time for r in runs) < min(r.info.end_time for r in runs)
+    gpu_ids = set()
+    for r in runs:
+        tags = r.data.tags
+        assert tags["cuda_available"] == "False" and tags["device"] == "cpu"  # fell back to the CPU
+        assert tags["cuda_visible_devices"] == tags["ray_gpu_ids"] != ""  # Tune assigned a logical GPU
+        gpu_ids.add(tags["ray_gpu_ids"])
+    assert gpu_ids == {"0", "1", "2", "3"}  # two trials per logical GPU

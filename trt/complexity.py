@@ -1,0 +1,306 @@
+"""Params, kernel weights and Mult-Adds of an SR model, in the SR literature's convention (CARN, FGD Table 2).
+
+- `params`: every trainable value of the inference graph (torch's count; heads that only train, like `aux`'s
+  classifier, are not part of the deployed model and are left out).
+- `weights`: kernel weights only (conv, transposed conv and linear kernels; no biases, no scalars): the
+  literature's "Params" (VDSR's 665K = 664,704 weights).
+- `mult_adds`: Σ over convolutions of k²·C_in·C_out/groups per output position (+ M·N·K per matmul), for the
+  LR input whose output is the HR size (1280x720 by default); biases and element-wise ops are not counted.
+  Transposed convs: `true` counts per *input* position (what a transposed conv computes); `naive` per output
+  position of the ×stride map (what thop/torchinfo report and what reproduces CARN's 149.4G for LapSRN ×4).
+- `elementwise`: the element-wise work the Mult-Adds hide: Σ over every other executed op (activations, sums,
+  argmax, gather, tanh, pooling, resizing, copies; views excluded) of the largest tensor it reads or writes,
+  i.e. elements touched once. An argmax over K channels counts K per pixel.
+
+Counting runs the model once on the meta device (shapes only, no arithmetic, any size in milliseconds) under a
+`TorchDispatchMode` that sees every aten op, so the FGD heads (K-channel classifier, Class-Module on 32x32
+sub-images, argmax/gather/tanh) are counted as executed, with no per-architecture formula. If a model cannot
+run on meta, the count falls back to a real CPU run at the same size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fgdsr.errors import UserError
+
+CONVENTIONS = ("true", "naive")
+REFERENCE_MODELS = ("srcnn", "vdsr", "lapsrn")
+
+
+@dataclass
+class Profile:
+    """Counts of one forward pass (all integers)."""
+
+    params: int
+    weights: int
+    mult_adds_true: int
+    mult_adds_naive: int
+    elementwise: int
+    by_op: dict[str, int] = field(default_factory=dict)  # element-wise work per aten op name
+    convs: list[dict[str, Any]] = field(default_factory=list)  # one row per conv/matmul call
+
+    def mult_adds(self, convention: str) -> int:
+        return self.mult_adds_true if convention == "true" else self.mult_adds_naive
+
+
+def parse_hr_size(text: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720) = (width, height)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        w, h = (int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"--hr-size '{text}': expected WIDTHxHEIGHT, for example 1280x720") from None
+    if w < 1 or h < 1:
+        raise UserError(f"--hr-size '{text}': width and height must be positive")
+    return w, h
+
+
+def lr_size(hr_size: tuple[int, int], scale: int) -> tuple[int, int]:
+    """LR (height, width) for an HR (width, height) at `scale` (rounded: 1280/3 -> 427)."""
+    w, h = hr_size
+    return max(1, round(h / scale)), max(1, round(w / scale))
+
+
+def _prod(xs) -> int:
+    return int(math.prod(int(x) for x in xs))
+
+
+def profile(model, lr_hw: tuple[int, int], batch: int = 1, device: str = "meta") -> Profile:
+    """Count one inference forward of `model` on a (batch, 1, h, w) input.
+
+    The model is deep-copied, its weight normalisation folded (deployment form) and moved to `device`.
+    """
+    import copy
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from fgdsr.models.init import remove_weight_norm_
+
+    model = copy.deepcopy(model).eval()
+    remove_weight_norm_(model)
+    model = model.to(device)
+    param_ids = {id(p): p for p in model.parameters()}
+    used: dict[int, torch.Tensor] = {}
+    ran_modules: list[torch.nn.Module] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, _a: ran_modules.append(mod)) for m in model.modules()]
+
+    aten = torch.ops.aten
+    conv_ops = {aten.convolution.default}
+    matmul_ops = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
+    tally = {"true": 0, "naive": 0, "elementwise": 0}
+    by_op: dict[str, int] = defaultdict(int)
+    convs: list[dict[str, Any]] = []
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            flat_in = [
+                a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)
+            ]
+            for a in flat_in:
+                if id(a) in param_ids:
+                    used[id(a)] = a
+            if func in conv_ops:
+                x, w = args[0], args[1]
+                transposed = bool(args[6]) if len(args) > 6 else bool(kwargs.get("transposed", False))
+                if transposed:
+                    # weight (C_in, C_out/groups, kh, kw): per input position C_out/g·kh·kw per input channel
+                    stride = args[3]
+                    true = x.numel() * _prod(w.shape[1:])
+                    naive = true * _prod(stride)
+                else:
+                    # weight (C_out, C_in/groups, kh, kw): per output position C_in/g·kh·kw per output channel
+                    true = naive = out.numel() * _prod(w.shape[1:])
+                tally["true"] += true
+                tally["naive"] += naive
+                convs.append(
+                    {"weight": list(w.shape), "input": list(x.shape), "output": list(out.shape),
+                     "transposed": transposed, "true": true, "naive": naive}
+                )  # fmt: skip
+            elif func in matmul_ops and any(id(t) in param_ids for t in flat_in):
+                # a layer's matmul (nn.Linear); a matmul with no parameter (the bicubic resize of SRCNN/VDSR
+                # inputs, x3 outputs) is interpolation, counted as element-wise work below
+                a, b = (args[1], args[2]) if func in (aten.addmm.default, aten.baddbmm.default) else args[:2]
+                macs = a.numel() * b.shape[-1]
+                tally["true"] += macs
+                tally["naive"] += macs
+                convs.append({"weight": list(b.shape), "input": list(a.shape), "output": list(out.shape),
+                              "transposed": False, "true": macs, "naive": macs})  # fmt: skip
+            elif not getattr(func, "is_view", False) and func not in _FREE_OPS:
+                sizes = [t.numel() for t in flat_in]
+                sizes += [
+                    t.numel() for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)
+                ]
+                # ops on parameters/buffers alone (tiny tables, scalars) are not per-pixel work
+                if sizes and max(sizes) > 1 and not all(id(t) in param_ids for t in flat_in if t.numel() > 1):
+                    work = max(sizes)
+                    tally["elementwise"] += work
+                    by_op[func.overloadpacket.__name__] += work
+            return out
+
+    x = (
+        torch.rand(batch, 1, *lr_hw, device=device)
+        if device != "meta"
+        else torch.empty(batch, 1, *lr_hw, device=device)
+    )
+    try:
+        with torch.no_grad(), Counter():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    # A parameter belongs to the deployed graph if an op read it, or its own module ran (covers ops that
+    # received a derived view of it).
+    for mod in ran_modules:
+        for p in mod.parameters(recurse=False):
+            used[id(p)] = p
+    kernel_ids = set()
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Conv2d | torch.nn.ConvTranspose2d | torch.nn.Linear | torch.nn.Conv1d):
+            kernel_ids.add(id(mod.weight))
+    params = sum(p.numel() for p in used.values())
+    weights = sum(p.numel() for i, p in used.items() if i in kernel_ids)
+    return Profile(params, weights, tally["true"], tally["naive"], tally["elementwise"], dict(by_op), convs)
+
+
+def _free_ops():
+    """Ops that move no data per element (metadata, allocation, scalar reads)."""
+    import torch
+
+    aten = torch.ops.aten
+    names = ["empty", "empty_like", "empty_strided", "detach", "lift_fresh", "_local_scalar_dense", "sym_size",
+             "sym_stride", "sym_numel", "zeros", "ones", "scalar_tensor", "arange", "lift_fresh_copy", "_unsafe_view"]  # fmt: skip
+    ops = set()
+    for n in names:
+        packet = getattr(aten, n, None)
+        if packet is not None:
+            ops.update(getattr(packet, o) for o in packet.overloads())
+    return ops
+
+
+_FREE_OPS: set = set()
+
+
+def build_reference(model: str, layout: str, loss: str, scale: int, depth: int | None = None):
+    """An SRModel for `srcnn|vdsr|lapsrn` with the given loss variant (fresh init: counts need no weights)."""
+    from fgdsr.config import TrainConfig
+    from fgdsr.models import build_model
+
+    # patch_size only has to be a multiple of the scale for the config to validate; counts do not use it
+    cfg = TrainConfig().replace(
+        model=model, layout=layout, loss=loss, scale=scale, depth=depth, patch_size=24 * scale
+    )
+    return build_model(cfg), cfg
+
+
+def complexity(
+    target: str,
+    layout: str = "official",
+    loss: str = "l1",
+    scale: int | None = None,
+    hr_size: tuple[int, int] = (1280, 720),
+    convention: str = "true",
+    device: str = "meta",
+) -> tuple[dict[str, Any], Profile]:
+    """-> (the JSON dict of issue 5, the full Profile). `target`: srcnn | vdsr | lapsrn | a checkpoint dir.
+
+    For a checkpoint, its own config decides the layout, loss and scale (an explicit `scale` must agree).
+    """
+    global _FREE_OPS
+    if not _FREE_OPS:
+        _FREE_OPS = _free_ops()
+    if convention not in CONVENTIONS:
+        raise UserError(f"--convention '{convention}': expected true or naive")
+    if target in REFERENCE_MODELS:
+        if loss != "l1" and target != "lapsrn":
+            raise UserError(f"--loss {loss}: only lapsrn has FGD heads; use --loss l1 with {target}")
+        model, cfg = build_reference(target, layout, loss, scale or 4)
+        name = target if target != "lapsrn" else f"lapsrn-{layout}" + ("" if loss == "l1" else f"-{loss}")
+    else:
+        path = Path(target)
+        if not path.exists():
+            raise UserError(
+                f"{target}: not a model name ({', '.join(REFERENCE_MODELS)}) nor a checkpoint directory"
+            )
+        from fgdsr.checkpoint import load_model
+
+        model, cfg, _meta = load_model(path)
+        if scale is not None and scale != cfg.scale:
+            raise UserError(f"--scale {scale}: checkpoint {target} is a x{cfg.scale} model; drop --scale")
+        name = path.name
+    prof = _profile_with_fallback(model, lr_size(hr_size, cfg.scale), device)
+    result = {
+        "model": name,
+        "scale": cfg.scale,
+        "hr_size": [int(hr_size[0]), int(hr_size[1])],
+        "params": prof.params,
+        "weights": prof.weights,
+        "mult_adds": prof.mult_adds(convention),
+        "elementwise": prof.elementwise,
+    }
+    return result, prof
+
+
+def _profile_with_fallback(model, lr_hw: tuple[int, int], device: str) -> Profile:
+    if device == "meta":
+        try:
+            return profile(model, lr_hw, device="meta")
+        except (NotImplementedError, RuntimeError):
+            pass  # an op without a meta kernel: count on real tensors instead (slower, same numbers)
+    return profile(model, lr_hw, device="cpu")
+
+
+# The paper's Table 2 (same numbers at x2, x3 and x4): LapSRN 862K / 186.2G, Ours (FD) 934K / 208.4G.
+PAPER_TABLE2 = {"lapsrn": (862_000, 186.2e9), "fd": (934_000, 208.4e9)}
+
+
+def paper_candidates(hr_size: tuple[int, int] = (1280, 720)) -> list[dict[str, Any]]:
+    """Every plausible way to count LapSRN and LapSRN+FD, to see which comes closest to the paper's Table 2.
+
+    Rows: layout x scale x variant (l1; fd with the 1x1 or the 3x3 head), with
+    params, weights and both Mult-Adds conventions. `python -m trt.complexity` prints them (docs/COMPLEXITY.md).
+    """
+    from fgdsr.config import TrainConfig
+    from fgdsr.models import build_model
+
+    global _FREE_OPS
+    if not _FREE_OPS:
+        _FREE_OPS = _free_ops()
+    # head_levels "all" adds training-only heads: the inference graph (what is counted) equals "last"
+    variants = [("l1", 1, "last"), ("fd", 1, "last"), ("fd", 3, "last")]
+    rows = []
+    for layout in ("official", "port"):
+        for scale in (2, 3, 4, 8):
+            for loss, kernel, levels in variants:
+                cfg = TrainConfig().replace(
+                    layout=layout,
+                    scale=scale,
+                    loss=loss,
+                    head_kernel=kernel,
+                    head_levels=levels,
+                    patch_size=24 * scale,
+                )
+                prof = _profile_with_fallback(build_model(cfg), lr_size(hr_size, scale), "meta")
+                rows.append(
+                    {"layout": layout, "scale": scale, "variant": loss if loss == "l1" else f"fd-{kernel}x{kernel}-{levels}",
+                     "params": prof.params, "weights": prof.weights,
+                     "mult_adds_true": prof.mult_adds_true, "mult_adds_naive": prof.mult_adds_naive}
+                )  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    print("| layout | scale | variant | params | weights | Mult-Adds true | Mult-Adds naive |")
+    print("|---|---|---|---|---|---|---|")
+    for r in paper_candidates():
+        print(
+            f"| {r['layout']} | x{r['scale']} | {r['variant']} | {r['params']:,} | {r['weights']:,} | "
+            f"{r['mult_adds_true'] / 1e9:.2f}G | {r['mult_adds_naive'] / 1e9:.2f}G |"
+        )
