@@ -42,36 +42,40 @@ def make_checkpoints(root: Path, variants: list[str], overrides: dict) -> dict[s
     return out
 
 
-def profile_fd(path: Path, hr: str, overrides: dict) -> dict[str, float]:
-    """Milliseconds of one fd forward split by part (torch eager, this CPU), via record_function markers."""
+def profile_fd(path: Path, hr: str, reps: int = 2) -> dict[str, float]:
+    """Milliseconds of one fd forward split by part (torch eager, this CPU; min over `reps`)."""
     from fgdsr.checkpoint import load_model
+    from fgdsr.models.fgd import anchor_value
 
     model, cfg, _ = load_model(path)
     w, h = lr_size(parse_size(hr), cfg.scale)
     x = torch.rand(1, 1, h, w)
-    parts: dict[str, float] = {}
     lv = model.levels - 1
+    head = model.heads[str(lv)]
+    best: dict[str, float] = {}
+
+    def clock(name: str, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t0) * 1e3)
+        return out
+
     with torch.inference_mode():
         model(x)  # warm-up
-        t0 = time.perf_counter()
-        images, feats = model._pyramid(x)
-        t1 = time.perf_counter()
-        logits, off = model.heads[str(lv)](feats[lv], images[lv])
-        t2 = time.perf_counter()
-        k = logits.argmax(dim=1, keepdim=True)
-        t3 = time.perf_counter()
-        cls = model.class_module(x) if model.class_module is not None else None
-        t4 = time.perf_counter()
-        model(x)
-        t5 = time.perf_counter()
-    del k, cls, off
-    parts = {"trunk (LapSRN pyramid)": (t1 - t0) * 1e3, "K-bin head (conv + prior), 32 ch at HR": (t2 - t1) * 1e3,
-             "argmax over K at HR": (t3 - t2) * 1e3, "Class-Module (LR)": (t4 - t3) * 1e3,
-             "whole fd forward": (t5 - t4) * 1e3}  # fmt: skip
-    parts["rest (anchor, area table, tanh, projection)"] = parts["whole fd forward"] - sum(
-        v for k_, v in parts.items() if k_ != "whole fd forward"
-    )
-    return parts
+        for _ in range(reps):
+            images, feats = clock("trunk (LapSRN pyramid)", lambda: model._pyramid(x))
+            f, img = feats[lv], images[lv]
+            conv = clock("head conv 1x1 64->K at HR", lambda f=f: head.cls(f).float())
+            logits = clock("prior -tau*|K(I-A_k)| over K ch at HR",
+                           lambda c=conv, i=img: c - head.log_tau.exp() * ((i.float() - head.anchors) * head.bins).abs())  # fmt: skip
+            k = clock("argmax over K at HR", lambda lg=logits: lg.argmax(dim=1, keepdim=True))
+            clock("anchor + projection (1 ch at HR)",
+                  lambda i=img, k=k: model._project(i, anchor_value(k, model.bins), model.halfwidths[0], None))  # fmt: skip
+            if model.class_module is not None:
+                clock("Class-Module (LR, 32x32 sub-images)", lambda: model.class_module(x))
+            clock("whole fd forward", lambda: model(x))
+            clock("l1 trunk forward (for reference)", lambda: model.trunk(x))
+    return best
 
 
 def main() -> None:
@@ -117,7 +121,7 @@ def main() -> None:
                       f"ratio {lat['ratio']:.3f} [{lat['low']:.3f}, {lat['high']:.3f}] ({line['iters']} iters) "
                       f"-> {r['verdict']}", flush=True)  # fmt: skip
         if args.profile and "fd" in ckpts:
-            results["fd_profile_ms"] = profile_fd(ckpts["fd"], args.hr_size, overrides)
+            results["fd_profile_ms"] = profile_fd(ckpts["fd"], args.hr_size)
             for k, v in results["fd_profile_ms"].items():
                 print(f"  {k:45s} {v:8.1f} ms")
     if args.json:

@@ -55,7 +55,9 @@ def upscaler_for(method: str, obj, scale: int):
     must match) or a factory such as `BicubicUpscaler` / `lambda s: ...` (called with the scale)."""
     if not isinstance(obj, type) and isinstance(getattr(obj, "scale", None), int):
         if obj.scale != scale:
-            raise UserError(f"method '{method}': an x{obj.scale} upscaler cannot be evaluated at --scale {scale}")
+            raise UserError(
+                f"method '{method}': an x{obj.scale} upscaler cannot be evaluated at --scale {scale}"
+            )
         return obj
     return obj(scale)
 
@@ -105,7 +107,8 @@ def evaluate(
         ds = ds.subset(max_images)
         names = ds.names
         entropies = [
-            entropy(y_channel(ds.image(i), gray_as_y and ds.is_gray(i)).astype(np.uint8)) for i in range(len(ds))
+            entropy(y_channel(ds.image(i), gray_as_y and ds.is_gray(i)).astype(np.uint8))
+            for i in range(len(ds))
         ]
         for scale in scales:
             for method, factory in methods.items():
@@ -114,7 +117,9 @@ def evaluate(
                 for i in range(len(ds)):
                     hr, lr = lr_image(ds, i, scale, lr_uint8)
                     if min(hr.shape[:2]) <= 2 * scale:
-                        raise UserError(f"{ds.paths[i]}: image {hr.shape[1]}x{hr.shape[0]} too small for x{scale}")
+                        raise UserError(
+                            f"{ds.paths[i]}: image {hr.shape[1]}x{hr.shape[0]} too small for x{scale}"
+                        )
                     sr = np.asarray(upscaler(lr))
                     if sr.shape != hr.shape or sr.dtype != np.uint8:
                         raise ValueError(

@@ -56,8 +56,9 @@ class BicubicUpscaler:
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         x = lr_to_tensor(lr, dtype=torch.float64) * 255.0
-        sr = imresize(x, scale=self.scale)[0].permute(1, 2, 0).numpy()
-        return to_uint8(sr)
+        sr = imresize(x, scale=self.scale)[0]
+        sr = sr.add_(0.5).floor_().clamp_(0.0, 255.0).to(torch.uint8)  # MATLAB's uint8(): round half up, clip
+        return sr.permute(1, 2, 0).contiguous().numpy()
 
 
 class ModelUpscaler:

@@ -126,7 +126,9 @@ class BatchStream:
 
     def restore(self, state: dict[str, Any]) -> None:
         if int(state.get("seed", self.seed)) != self.seed:
-            raise UserError("training state: data seed differs from this run's (seed or process count changed)")
+            raise UserError(
+                "training state: data seed differs from this run's (seed or process count changed)"
+            )
         self.pos, self._it = int(state["pos"]), None
 
 

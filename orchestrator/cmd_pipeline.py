@@ -28,7 +28,7 @@ def pipeline(
         None, "--gpus-per-trial", help="GPUs per trial (fractions pack)."
     ),
     num_samples: int | None = typer.Option(
-        None, "--num-samples", help="Trials to sample (l1 is always added)."
+        None, "--num-samples", help="Trials (an l1 baseline and an fd trial always among them)."
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Training steps per trial."),
     search: str | None = typer.Option(None, "--search", help="optuna | random | grid."),

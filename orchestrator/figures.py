@@ -143,7 +143,7 @@ def crop_grid(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """
     plt = _plt()
     cols = list(rows[0]["crops"]) if rows else []
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.6 * len(cols), 2.9 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.6 * len(cols), 3.2 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
         for c, name in enumerate(cols):
             ax = axes[r][c]
@@ -152,7 +152,7 @@ def crop_grid(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
             ax.set_yticks([])
             db = (row.get("psnr") or {}).get(name)
             ax.set_title(name if db is None else f"{name}\n{db:.2f} dB", fontsize=8)
-            if c == 0:
-                ax.set_ylabel(row["title"], fontsize=8)
+            if c == 0:  # the row's caption, above its first panel
+                ax.text(0.0, 1.28, row["title"], transform=ax.transAxes, fontsize=9, ha="left", va="bottom")
     fig.suptitle("Crops where FGD gains most (top) and least (bottom) against the baseline", fontsize=9)
     return _save(fig, path)

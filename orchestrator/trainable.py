@@ -246,6 +246,12 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     try:
         # use_gpu False -> CPU workers that really synchronise through gloo (Accelerate's MULTI_CPU)
         accelerator = Accelerator(cpu=not sweep.get("use_gpu"), mixed_precision=cfg.mixed_precision)
+        if run is not None:  # proof that the workers form one process group (MULTI_CPU / MULTI_GPU)
+            run.client.set_tag(
+                run.run_id,
+                "accelerate",
+                f"{getattr(accelerator.distributed_type, 'value', accelerator.distributed_type)}x{accelerator.num_processes}",
+            )
         meta = {RUN_ID_KEY: run.run_id if run else None, "tune_trial_id": loop_config["trial_id"]}
         train(
             cfg, work, callbacks=[reporter], resume=resume, accelerator=accelerator, progress=False, meta=meta

@@ -67,6 +67,7 @@ class TuneOptions:
     quiet: bool = False
     command_line: str = ""
     ray_temp_dir: str | None = None  # local cluster's temp dir (tests use it to check for stray processes)
+    workers_per_trial: int | None = None  # Ray Train workers per trial; None: gpus_per_trial when > 1, else 1
 
 
 @dataclass
@@ -132,11 +133,18 @@ def _resources(opts: TuneOptions) -> dict[str, Any]:
             f"--gpus-per-trial {gpt}: above 1 it must be a whole number (one Train worker per GPU)"
         )
     workers = int(gpt) if gpt > 1 else 1
+    if opts.workers_per_trial is not None:
+        # CPU data parallel (`--gpus 0`): each trial a TorchTrainer of CPU workers that synchronise over gloo
+        if opts.workers_per_trial < 1 or (gpt > 1 and opts.workers_per_trial != workers):
+            raise UserError(
+                f"workers_per_trial {opts.workers_per_trial}: must be >= 1 and equal --gpus-per-trial"
+            )
+        workers = opts.workers_per_trial
     if opts.gpus > 0:
         concurrency = max(1, int(math.floor(opts.gpus / gpt + 1e-9)))
     else:
         cpus = opts.num_cpus or os.cpu_count() or 1
-        concurrency = max(1, int(math.floor(cpus / opts.cpus_per_trial + 1e-9)))
+        concurrency = max(1, int(math.floor(cpus / (opts.cpus_per_trial * workers) + 1e-9)))
     return {
         "gpus": opts.gpus,
         "gpus_per_trial": gpt,
@@ -547,6 +555,13 @@ def _collect(grid, result: SweepResult, uri: str, exp_id: str, parent_id: str) -
         best_ckpt = best_ckpt or r.checkpoint
         if best_ckpt is not None:
             ckpt = best_ckpt.path
+        elif (
+            best_psnr is not None
+            and "checkpoint_path" in df
+            and isinstance(df.loc[i, "checkpoint_path"], str)
+        ):
+            # a TorchTrainer trial: Ray Train persisted the checkpoint and Tune only got its path
+            ckpt = df.loc[i, "checkpoint_path"]
         cfg = dict(trial.config) if trial is not None else dict(r.config or {})
         result.trials.append(
             TrialSummary(

@@ -17,9 +17,13 @@ from fgdsr.data.color import (
 
 def test_known_uint8_values():
     # Y = round(16 + (65.481 R + 128.553 G + 24.966 B) / 255), computed by hand:
-    rgb = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [128, 128, 128]]], np.uint8)
+    rgb = np.array(
+        [[[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [128, 128, 128]]], np.uint8
+    )
     y = rgb2y_uint8(rgb)
-    assert y.tolist() == [[16, 235, 81, 145, 41, 126]]  # 81.481, 144.553, 40.966, 16 + 219 * 128 / 255 = 125.93
+    assert y.tolist() == [
+        [16, 235, 81, 145, 41, 126]
+    ]  # 81.481, 144.553, 40.966, 16 + 219 * 128 / 255 = 125.93
     ycc = rgb2ycbcr_uint8(rgb)
     assert ycc[0, 1].tolist() == [235, 128, 128]  # white: neutral chroma
     assert ycc[0, 2].tolist() == [81, 90, 240]  # red: Cb = 128 - 37.797, Cr = 128 + 112

@@ -62,10 +62,12 @@ def test_upscaler_instances_and_baseline_delta(small_set):
             sr = BicubicUpscaler(2)(lr).astype(int) + 3
             return np.clip(sr, 0, 255).astype(np.uint8)
 
-    rep = evaluate({"bicubic": BicubicUpscaler, "shift": Shift()}, ["Tiny"], [2], small_set, baseline="bicubic")
+    rep = evaluate(
+        {"bicubic": BicubicUpscaler, "shift": Shift()}, ["Tiny"], [2], small_set, baseline="bicubic"
+    )
     base, shift = rep["results"]
     assert "delta_psnr" not in base and shift["delta_psnr"] < 0
-    for b, s in zip(base["images"], shift["images"]):
+    for b, s in zip(base["images"], shift["images"], strict=True):
         assert s["delta_psnr"] == pytest.approx(s["psnr"] - b["psnr"])
     with pytest.raises(UserError, match="x2 upscaler"):
         evaluate({"shift": Shift()}, ["Tiny"], [4], small_set)
@@ -88,9 +90,14 @@ def test_model_upscaler_with_a_bicubic_network_matches_bicubic(small_set):
         def forward(self, x):
             return imresize(x, scale=2)
 
-    rep = evaluate({"b": BicubicUpscaler, "net": lambda s: ModelUpscaler(BicubicNet().double(), s)}, ["Tiny"], [2], small_set)
+    rep = evaluate(
+        {"b": BicubicUpscaler, "net": lambda s: ModelUpscaler(BicubicNet().double(), s)},
+        ["Tiny"],
+        [2],
+        small_set,
+    )
     a, b = rep["results"]
-    for x, y in zip(a["images"], b["images"]):
+    for x, y in zip(a["images"], b["images"], strict=True):
         assert abs(x["psnr"] - y["psnr"]) < 0.05  # YCbCr round trip vs RGB bicubic: rounding only
     # grayscale input -> equal channels out
     g = np.repeat(np.random.default_rng(1).integers(0, 256, (8, 9, 1), dtype=np.uint8), 3, axis=2)
@@ -120,7 +127,9 @@ def test_cli_json_is_one_object_on_stdout(small_set):
 
 def test_cli_table_and_out_files(small_set, tmp_path):
     out = tmp_path / "out"
-    r = _run(["-d", "Tiny", "-s", "2", "--data-root", str(small_set), "--out", str(out), "--baseline", "bicubic"])
+    r = _run(
+        ["-d", "Tiny", "-s", "2", "--data-root", str(small_set), "--out", str(out), "--baseline", "bicubic"]
+    )
     assert r.exit_code == 0, r.output
     assert "mean" in r.stdout and "Tiny" in r.stdout
     names = sorted(p.name for p in out.iterdir())
@@ -129,7 +138,18 @@ def test_cli_table_and_out_files(small_set, tmp_path):
     assert lines[0] == "name,height,width,entropy,psnr,ssim" and len(lines) == 4
     # a saved report as --baseline: the delta column and the entropy-vs-delta plot appear
     r = _run(
-        ["-d", "Tiny", "-s", "2", "--data-root", str(small_set), "--out", str(out), "--baseline", str(out / "results.json")]
+        [
+            "-d",
+            "Tiny",
+            "-s",
+            "2",
+            "--data-root",
+            str(small_set),
+            "--out",
+            str(out),
+            "--baseline",
+            str(out / "results.json"),
+        ]
     )
     assert r.exit_code == 0, r.output
     assert "ΔPSNR" in r.stdout and (out / "Tiny_x2_entropy_dpsnr.png").stat().st_size > 1000
@@ -169,3 +189,26 @@ def test_set5_bicubic_via_cli(data_root):
     res = json.loads(r.stdout)["results"][0]
     assert abs(res["psnr"] - 28.42) <= 0.02 and abs(res["ssim"] - 0.8104) <= 0.001
     assert [e["name"] for e in res["images"]] == ["baby", "bird", "butterfly", "head", "woman"]
+
+
+@pytest.mark.slow
+def test_cli_checkpoint_end_to_end(small_set, tmp_path):
+    """A real (untrained, tiny) LapSRN checkpoint through `--checkpoint`, with bicubic as the baseline."""
+    checkpoint = pytest.importorskip("fgdsr.checkpoint")
+    models = pytest.importorskip("fgdsr.models")
+    from fgdsr.config import TrainConfig
+
+    cfg = TrainConfig(scale=2, depth=1, channels=8)
+    torch.manual_seed(0)
+    ckpt = checkpoint.save_model_checkpoint(tmp_path / "tiny-l1", models.build_model(cfg), cfg)
+    common = ["-d", "Tiny", "--data-root", str(small_set), "--checkpoint", str(ckpt)]
+    r = _run([*common, "--baseline", "bicubic", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    _check_schema(rep)
+    by_method = {x["method"]: x for x in rep["results"]}
+    assert set(by_method) == {"tiny-l1", "bicubic"}
+    assert by_method["tiny-l1"]["scale"] == 2  # no --scale: the model's scale
+    assert "delta_psnr" in by_method["tiny-l1"] and "delta_psnr" not in by_method["bicubic"]
+    r = _run([*common, "--scale", "4"])
+    assert r.exit_code == 2 and "x2 model" in r.stderr

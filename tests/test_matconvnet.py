@@ -314,3 +314,28 @@ def test_official_files_match_numpy_reference(official_weights, scale, hw):
     src = official_weights / f"LapSRN_x{scale}.mat"
     lr = np.random.default_rng(scale).random(hw)
     np.testing.assert_allclose(converted_forward(src, lr), dag_forward(src, lr), atol=1e-9)
+
+
+@pytest.mark.slow
+def test_official_x4_reproduces_set5(official_weights, data_root, tmp_path):
+    """`fgdsr import-weights` + `fgdsr evaluate --checkpoint`: Set5 x4 within 0.05 dB of 31.51 (docs/RESULTS.md)."""
+    runner = CliRunner()
+    ckpt = tmp_path / "lapsrn_x4"
+    res = runner.invoke(app, ["import-weights", str(official_weights / "LapSRN_x4.mat"), "--out", str(ckpt)])
+    assert res.exit_code == 0, res.output
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(ckpt),
+        "--dataset",
+        "Set5",
+        "--data-root",
+        str(data_root),
+        "--json",
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)["results"]
+    assert (row["dataset"], row["scale"]) == ("Set5", 4)
+    assert abs(row["psnr"] - 31.51) < 0.05, row["psnr"]
+    assert row["ssim"] > 0.88

@@ -60,7 +60,9 @@ def test_ssim_matches_scikit_image_gaussian_variant():
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 255, (40, 33))
     y = np.clip(x + rng.normal(0, 20, x.shape), 0, 255)
-    ref = structural_similarity(x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
+    ref = structural_similarity(
+        x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
+    )
     assert ssim(x, y) == pytest.approx(ref, abs=1e-9)
     assert ssim(x, y, shave=4) != pytest.approx(ref, abs=1e-6)  # shave does change the region
 

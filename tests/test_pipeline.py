@@ -140,8 +140,20 @@ def test_pipeline_small_end_to_end(tmp_path, monkeypatch):
     cfg.tune.update(num_samples=2)
     cfg.bench.update(hr_size="64x64", min_iters=5, min_time_s=0.2, warmup_ms=20)
     cfg.crop = 24
+    # a small evaluation set (three 96x96 crops of built-in photos) under a data root keeps the test short
+    from PIL import Image
+
+    from fgdsr.data.datasets import resolve_dataset
+
+    (tmp_path / "data" / "mini" / "HR").mkdir(parents=True)
+    for p in resolve_dataset("builtin-eval").paths[:3]:
+        Image.open(p).convert("RGB").crop((40, 40, 136, 136)).save(
+            tmp_path / "data" / "mini" / "HR" / f"{p.stem}.png"
+        )
     out = tmp_path / "run"
-    s = pipeline.run_pipeline(pipeline.PipelineOptions(config=cfg, out=out, tracking_uri=uri, quiet=True))
+    opts = pipeline.PipelineOptions(config=cfg, out=out, tracking_uri=uri, quiet=True, eval_datasets=["mini"],
+                                    data_root=str(tmp_path / "data"))  # fmt: skip
+    s = pipeline.run_pipeline(opts)
 
     # files
     text = (out / "report.md").read_text()
@@ -178,11 +190,15 @@ def test_pipeline_small_end_to_end(tmp_path, monkeypatch):
     rows = {r["role"]: r for r in s["table2"]}
     ev = {(r["method"], r["dataset"]): r for r in s["evaluation"]["results"]}
     for role in ("bicubic", "baseline", "fgd"):
-        v = rows[role]["sets"]["builtin-eval"]
-        assert v["psnr"] == ev[(role, "builtin-eval")]["psnr"]
+        v = rows[role]["sets"]["mini"]
+        assert v["psnr"] == ev[(role, "mini")]["psnr"]
         assert f"{v['psnr']:.2f} / {v['ssim']:.4f}" in text
     mean_base = np.mean([i["psnr_baseline"] for i in s["images"]])
-    assert mean_base == pytest.approx(rows["baseline"]["sets"]["builtin-eval"]["psnr"], abs=1e-6)
+    assert len(s["images"]) == 3
+    assert mean_base == pytest.approx(rows["baseline"]["sets"]["mini"]["psnr"], abs=1e-6)
+    assert s["benchmark"]["rows"][0]["psnr"] == pytest.approx(
+        rows["baseline"]["sets"]["mini"]["psnr"], abs=0.01
+    )
     assert all(i["delta"] == pytest.approx(i["psnr_fgd"] - i["psnr_baseline"]) for i in s["images"])
     assert s["fig5"][0]["delta"] == max(i["delta"] for i in s["images"])
 
@@ -193,7 +209,5 @@ def test_pipeline_small_end_to_end(tmp_path, monkeypatch):
     assert "pipeline/figures/fig5_crops.png" in figs
     parent = c.get_run(s["parent_run_id"])
     assert parent.data.tags["pipeline.fgd_trial"] == s["best"]["fgd"]["trial_id"]
-    assert parent.data.metrics["pipeline_fgd_builtin-eval_psnr"] == pytest.approx(
-        rows["fgd"]["sets"]["builtin-eval"]["psnr"]
-    )
+    assert parent.data.metrics["pipeline_fgd_mini_psnr"] == pytest.approx(rows["fgd"]["sets"]["mini"]["psnr"])
     assert re.search(r"sweep parent run `[0-9a-f]{32}`", text)

@@ -105,13 +105,22 @@ def test_table2_matches_the_papers_bicubic_rows(data_root, tmp_path):
     assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"table2.md", "table2.json"}
 
 
+def test_table1_resume_without_a_run_is_one_line(tmp_path):
+    with pytest.raises(rep.UserError, match="--resume") as e:
+        rep.reproduce_table1(budget_minutes=1, out=tmp_path / "none", resume=True, quiet=True)
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.slow
 def test_table1_tiny_cpu_run_end_to_end(data_root, tmp_path):
     """Two variants, one seed, a few seconds each: trained through Ray Tune, evaluated, written, tracked."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tiny = Path(__file__).resolve().parents[1] / "fgdsr" / "configs" / "tiny.yaml"
+    root = tmp_path / "data"  # Set5 only: the evaluation stays short
+    root.mkdir()
+    (root / "Set5").symlink_to(data_root / "Set5")
     res = rep.reproduce_table1(
-        budget_minutes=0.05, seeds=1, gpus=0, config=tiny, variants=["l1", "fd"], data_root=str(data_root),
+        budget_minutes=0.05, seeds=1, gpus=0, config=tiny, variants=["l1", "fd"], data_root=str(root),
         overrides={"channels": 8, "depth": 2, "batch_size": 4, "patch_size": 32, "val_max_images": 1},
         train_dataset="builtin-train", out=tmp_path / "t1", tracking_uri=uri, quiet=True, calibration_s=1.5,
     )  # fmt: skip
@@ -126,9 +135,9 @@ def test_table1_tiny_cpu_run_end_to_end(data_root, tmp_path):
     c = MlflowClient(uri)
     paths = {a.path for a in c.list_artifacts(res["parent_run_id"], "table1")}
     assert paths == {"table1/table1.md", "table1/table1.json"}
-    # resuming a finished run evaluates again without training anything new
-    again = rep.reproduce_table1(budget_minutes=0.05, config=tiny, out=tmp_path / "t1", resume=True,
-                                 data_root=str(data_root), tracking_uri=uri, quiet=True, variants=["l1", "fd"],
-                                 train_dataset="builtin-train")  # fmt: skip
-    assert again["info"]["max_steps"] == res["info"]["max_steps"]
-    assert sorted(t["trial_id"] for t in again["trials"]) == sorted(t["trial_id"] for t in res["trials"])
+    assert res["sets"] == ["Set5"]
+    # the same --out again without --resume is refused (the state file keeps the budget -> steps mapping)
+    with pytest.raises(rep.UserError, match="--resume"):
+        rep.reproduce_table1(
+            budget_minutes=0.05, config=tiny, out=tmp_path / "t1", data_root=str(root), quiet=True
+        )

@@ -34,7 +34,9 @@ def test_level_sizes():
     assert level_sizes(96, 3) == [96]
 
 
-@pytest.mark.parametrize("scale,patch,sides", [(2, 48, [48]), (3, 48, [48]), (4, 48, [24, 48]), (8, 48, [12, 24, 48])])
+@pytest.mark.parametrize(
+    "scale,patch,sides", [(2, 48, [48]), (3, 48, [48]), (4, 48, [24, 48]), (8, 48, [12, 24, 48])]
+)
 def test_shapes_and_pyramid(folder, scale, patch, sides):
     ds = TrainPatches(_cfg(folder, scale=scale, patch_size=patch), seed=1)
     for i in range(6):
@@ -99,3 +101,14 @@ def test_workers_give_the_same_batches(folder):
         x, y = next(a), next(b)
         torch.testing.assert_close(x[0], y[0], rtol=0, atol=0)
         torch.testing.assert_close(x[1][-1], y[1][-1], rtol=0, atol=0)
+
+
+def test_large_sets_are_read_lazily_with_the_same_samples(folder, monkeypatch):
+    import fgdsr.data.sampler as sampler
+
+    eager = TrainPatches(_cfg(folder), seed=9)
+    monkeypatch.setattr(sampler, "PRELOAD_MAX_IMAGES", 0)
+    lazy = TrainPatches(_cfg(folder), seed=9)
+    assert eager.preloaded and not lazy.preloaded and lazy.images is None
+    for i in range(4):
+        torch.testing.assert_close(lazy[i][1][-1], eager[i][1][-1], rtol=0, atol=0)

@@ -39,7 +39,9 @@ def small_data(tmp_path_factory):
             img = np.asarray(ds.image(i))
             h, w = img.shape[:2]
             y, x = (h - side) // 2, (w - side) // 2
-            Image.fromarray(np.ascontiguousarray(img[y : y + side, x : x + side])).save(root / split / f"{i}.png")
+            Image.fromarray(np.ascontiguousarray(img[y : y + side, x : x + side])).save(
+                root / split / f"{i}.png"
+            )
     DATA.update(train_dataset=str(root / "train"), val_dataset=str(root / "val"))
     yield root
     DATA.clear()

@@ -155,7 +155,8 @@ def test_cpu_sweep_four_trials(tmp_path):
     assert c.get_model_version(name, version).run_id == res["best"]["mlflow_run_id"]
     assert (Path(opts.out) / "best-l1" / "model.safetensors").is_file()
     ev = CliRunner().invoke(
-        app, ["evaluate", "--checkpoint", str(best), "--dataset", "builtin-eval", "--max-images", "1", "--json"]
+        app,
+        ["evaluate", "--checkpoint", str(best), "--dataset", "builtin-eval", "--max-images", "1", "--json"],
     )
     assert ev.exit_code == 0, ev.output
     assert "psnr" in ev.output.lower()
@@ -169,7 +170,7 @@ def test_logical_gpus_eight_concurrent_trials(tmp_path):
     ray.init(num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False)
     try:
         opts = tiny_opts(
-            tmp_path, steps=16, val_every=8, gpus=4, gpus_per_trial=0.5, num_samples=8, register=False
+            tmp_path, steps=8, val_every=4, gpus=4, gpus_per_trial=0.5, num_samples=8, register=False
         )
         result = run_sweep(opts)
     finally:
@@ -187,3 +188,18 @@ def test_logical_gpus_eight_concurrent_trials(tmp_path):
         assert tags["cuda_visible_devices"] == tags["ray_gpu_ids"] != ""  # Tune assigned a logical GPU
         gpu_ids.add(tags["ray_gpu_ids"])
     assert gpu_ids == {"0", "1", "2", "3"}  # two trials per logical GPU
+
+
+@pytest.mark.slow
+def test_trial_as_torch_trainer_with_two_cpu_workers(tmp_path):
+    """Several workers per trial: a Ray Train TorchTrainer driven from the trial, Accelerate on 2 CPU workers."""
+    opts = tiny_opts(tmp_path, steps=2, val_every=2, num_samples=1, workers_per_trial=2, cpus_per_trial=0.5)
+    result = run_sweep(opts)
+    (trial,) = result.trials
+    assert trial.state == "TERMINATED" and trial.steps == 2 and trial.best_val_psnr is not None
+    (run,) = tracking.child_runs(opts.tracking_uri, result.experiment_id, result.parent_run_id)
+    assert run.data.tags["workers"] == "2" and run.info.status == "FINISHED"  # rank 0 tracked, 2 in the group
+    assert run.data.tags["accelerate"] == "MULTI_CPUx2"  # Accelerate really runs data parallel on 2 processes
+    from fgdsr.checkpoint import load_model
+
+    load_model(result.best_dir)  # Ray Train's persisted checkpoint, exported as the best

@@ -47,7 +47,7 @@ def test_worker_node_dies_and_trial_resumes_elsewhere(tmp_path):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     worker = cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
-    opts = tiny_opts(tmp_path, steps=40, val_every=4, num_samples=2, max_failures=2, register=False)
+    opts = tiny_opts(tmp_path, steps=24, val_every=4, num_samples=2, max_failures=2, register=False)
     exp_dir = Path(opts.out).resolve() / "ray" / opts.name
     removed: dict[str, str] = {}
 
@@ -83,7 +83,7 @@ def test_worker_node_dies_and_trial_resumes_elsewhere(tmp_path):
     assert "error" not in removed, removed
     assert "at" in removed, "the worker node was never removed"
     assert not result.partial
-    assert all(t.state == "TERMINATED" and t.steps == 40 for t in result.trials), result.trials
+    assert all(t.state == "TERMINATED" and t.steps == 24 for t in result.trials), result.trials
     runs = tracking.child_runs(opts.tracking_uri, result.experiment_id, result.parent_run_id)
     per_trial = [r.data.tags[tracking.TRIAL_TAG] for r in runs]
     assert sorted(per_trial) == sorted(t.trial_id for t in result.trials)  # exactly one run per trial
@@ -94,7 +94,7 @@ def test_worker_node_dies_and_trial_resumes_elsewhere(tmp_path):
     steps = sorted(
         m.step for m in tracking.client(opts.tracking_uri).get_metric_history(moved.info.run_id, "lr")
     )
-    assert steps[-1] == 40
+    assert steps[-1] == 24
 
 
 def _descendants(pid: int) -> set[int]:
@@ -126,7 +126,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_driver_killed_then_resume_finishes_without_duplicate_runs(tmp_path):
-    opts = tiny_opts(tmp_path, steps=24, val_every=4, num_samples=3)
+    opts = tiny_opts(tmp_path, steps=16, val_every=4, num_samples=3)
     args = ["tune", "--gpus", "0", "--num-samples", "3", "--search", "random", "--scheduler", "fifo"]
     args += ["--config", opts.config, "--space", opts.space, "--out", opts.out]
     args += ["--tracking-uri", opts.tracking_uri, "--experiment", "resume"]
@@ -149,8 +149,9 @@ def test_driver_killed_then_resume_finishes_without_duplicate_runs(tmp_path):
         assert proc.poll() is None, "the sweep finished before it could be killed: make it longer"
         os.kill(proc.pid, signal.SIGKILL)  # the driver only: Ray's processes must follow it
         proc.wait()
-        # no stray processes: Ray's own processes die with the driver that started them
-        _wait(lambda: not [p for p in family if _alive(p)], 60, "Ray processes of the killed driver to exit")
+        # no stray processes: Ray's processes follow the driver that started them (raylet, GCS and trial
+        # workers at once; the dashboard/runtime-env agents after Ray's 60 s GCS reconnect timeout)
+        _wait(lambda: not [p for p in family if _alive(p)], 150, "Ray processes of the killed driver to exit")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -167,7 +168,7 @@ def test_driver_killed_then_resume_finishes_without_duplicate_runs(tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads(r.output[r.output.index("{") :])
     assert not res["partial"] and len(res["trials"]) == 3
-    assert all(t["state"] == "TERMINATED" and t["steps"] == 24 for t in res["trials"])
+    assert all(t["state"] == "TERMINATED" and t["steps"] == 16 for t in res["trials"])
     assert res["parent_run_id"] == state["parent_run_id"]  # the same parent run
     runs = tracking.child_runs(opts.tracking_uri, state["experiment_id"], state["parent_run_id"])
     tags = [x.data.tags[tracking.TRIAL_TAG] for x in runs]

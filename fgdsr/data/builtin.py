@@ -55,5 +55,7 @@ def builtin_paths(split: str) -> list[Path]:
     folder = skimage_data_dir()
     paths = [folder / f for f in SPLITS[split] if (folder / f).is_file()]
     if not paths:
-        raise UserError(f"dataset '{split}': no scikit-image sample photos found in {folder}; reinstall scikit-image")
+        raise UserError(
+            f"dataset '{split}': no scikit-image sample photos found in {folder}; reinstall scikit-image"
+        )
     return paths

@@ -26,6 +26,8 @@ import torch
 # Above this many matrix entries an axis is resized with a gather over the taps instead of a dense matmul
 # (the dense matrix grows with in * out, the gather only with out * taps).
 DENSE_MAX_ENTRIES = 1 << 21
+# Output rows per block of the banded matmul ('band' method); below ~100 outputs one dense block is cheaper.
+TILE_ROWS = 64
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
@@ -77,16 +79,37 @@ def weight_matrix(in_len: int, out_len: int, scale: float, antialias: bool = Tru
     return m
 
 
+@lru_cache(maxsize=1024)
+def band_tiles(in_len: int, out_len: int, scale: float, antialias: bool = True) -> tuple[tuple, ...]:
+    """The dense matrix cut into row blocks, each with only the input span it touches:
+    `((r0, r1, c0, c1, M[r0:r1, c0:c1]), ...)`. Multiplying the blocks costs ~out * (block / scale + taps)
+    instead of out * in: the matrix is a band (each output uses `taps` neighbouring inputs)."""
+    m = weight_matrix(in_len, out_len, scale, antialias)
+    block = TILE_ROWS if out_len > 1.5 * TILE_ROWS else out_len
+    tiles = []
+    for r0 in range(0, out_len, block):
+        r1 = min(out_len, r0 + block)
+        cols = np.flatnonzero(np.any(m[r0:r1] != 0, axis=0))
+        c0, c1 = int(cols[0]), int(cols[-1]) + 1
+        tiles.append((r0, r1, c0, c1, m[r0:r1, c0:c1]))
+    return tuple(tiles)
+
+
 _TENSORS: dict[tuple, torch.Tensor] = {}
 
 
-def _tensor(kind: str, key: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The cached torch copy of a table (kind 'dense', 'idx' or 'w') on `device` with `dtype`."""
+def _tensor(kind: str, key: tuple, dtype: torch.dtype, device: torch.device):
+    """The cached torch copy of a table (kind 'dense', 'band', 'idx' or 'w') on `device` with `dtype`."""
     ck = (kind, key, dtype, str(device))
     t = _TENSORS.get(ck)
     if t is None:
         if kind == "dense":
             t = torch.as_tensor(weight_matrix(*key), dtype=dtype, device=device)
+        elif kind == "band":
+            t = [
+                (r0, r1, c0, c1, torch.as_tensor(m, dtype=dtype, device=device))
+                for r0, r1, c0, c1, m in band_tiles(*key)
+            ]
         elif kind == "idx":
             t = torch.as_tensor(contributions(*key)[0], dtype=torch.long, device=device)
         else:
@@ -102,12 +125,27 @@ def resize_axis(
 ) -> torch.Tensor:
     """Resize `x` (N, C, H, W) along `dim` (2 = H, 3 = W) to `out_len`, MATLAB bicubic.
 
-    method: 'dense' (matmul with the (out, in) matrix), 'gather' (sum over the P taps) or 'auto'.
+    method: 'dense' (matmul with the (out, in) matrix), 'band' (block matmuls over the band of that
+    matrix), 'gather' (sum over the P taps) or 'auto' ('band', or 'gather' for huge sizes).
     """
     in_len = x.shape[dim]
     key = (in_len, out_len, float(scale), bool(antialias))
     if method == "auto":
-        method = "dense" if in_len * out_len <= DENSE_MAX_ENTRIES else "gather"
+        method = "band" if in_len * out_len <= DENSE_MAX_ENTRIES else "gather"
+    if method == "band":
+        tiles = _tensor("band", key, x.dtype, x.device)
+        if len(tiles) == 1:
+            _, _, c0, c1, m = tiles[0]
+            return torch.matmul(x[..., c0:c1], m.t()) if dim == 3 else torch.matmul(m, x[..., c0:c1, :])
+        shape = list(x.shape)
+        shape[dim] = out_len
+        out = x.new_empty(shape)
+        for r0, r1, c0, c1, m in tiles:
+            if dim == 3:
+                out[..., r0:r1] = torch.matmul(x[..., c0:c1], m.t())
+            else:
+                out[..., r0:r1, :] = torch.matmul(m, x[..., c0:c1, :])
+        return out
     if method == "dense":
         m = _tensor("dense", key, x.dtype, x.device)
         if dim == 3:
@@ -162,7 +200,9 @@ def imresize(
         out_hw = (int(size[0]), int(size[1]))
         scales = (out_hw[0] / in_hw[0], out_hw[1] / in_hw[1])
     else:
-        scales = (float(scale), float(scale)) if not isinstance(scale, (tuple, list)) else tuple(map(float, scale))
+        scales = (
+            (float(scale), float(scale)) if not isinstance(scale, (tuple, list)) else tuple(map(float, scale))
+        )
         out_hw = output_size(in_hw, scales)
     if min(out_hw) < 1 or min(scales) <= 0:
         raise ValueError(f"imresize: output size {out_hw} from input {in_hw} is empty")
@@ -195,7 +235,8 @@ def imresize_uint8(
     if isinstance(x, np.ndarray):
         if x.dtype != np.uint8:
             raise TypeError(f"imresize_uint8 expects uint8, got {x.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(x))
+        # the cached data set images are read-only: torch wants a writable array
+        t = torch.from_numpy(x if x.flags.writeable and x.flags.c_contiguous else np.array(x))
         t = t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
         out = imresize(t.to(dtype), scale=scale, size=size, round_passes=True).to(torch.uint8)
         out = out[0].permute(1, 2, 0) if x.ndim == 3 else out[0, 0]

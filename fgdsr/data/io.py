@@ -61,11 +61,10 @@ def read_image(path: str | Path, keep_16bit: bool = False) -> np.ndarray:
             img.load()  # decode now: truncated data fails here, not later
             wide = _sixteen_bit(img)
             if wide is None:
-                if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-                    img = img.convert("RGBA" if img.mode != "LA" else "LA")
-                    rgb = img.convert("RGB") if img.mode == "RGBA" else img.getchannel(0).convert("RGB")
-                elif img.mode == "P":
-                    rgb = img.convert("RGBA").convert("RGB")  # palettes may carry transparency
+                if img.mode in ("LA", "La"):
+                    rgb = img.getchannel(0).convert("RGB")  # alpha dropped, gray kept as is
+                elif img.mode in ("RGBA", "RGBa", "P", "PA"):
+                    rgb = img.convert("RGBA").convert("RGB")  # alpha (or palette transparency) dropped
                 else:
                     rgb = img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, RGB
                 arr = np.asarray(rgb, dtype=np.uint8)
@@ -90,7 +89,9 @@ def read_image(path: str | Path, keep_16bit: bool = False) -> np.ndarray:
 def _read_colour_16bit(path: Path, fmt: str | None) -> np.ndarray:
     """Full-precision (H, W, 3) uint16 of a 16-bit colour TIFF (tifffile); PNG has no lossless path."""
     if fmt != "TIFF":
-        raise UserError(f"{path}: 16-bit colour {fmt} cannot be read at full precision; save it as 16-bit TIFF")
+        raise UserError(
+            f"{path}: 16-bit colour {fmt} cannot be read at full precision; save it as 16-bit TIFF"
+        )
     import tifffile
 
     try:
@@ -98,7 +99,9 @@ def _read_colour_16bit(path: Path, fmt: str | None) -> np.ndarray:
     except Exception as e:  # tifffile raises many types for damaged files
         raise UserError(f"{path}: corrupt or truncated TIFF ({type(e).__name__}); replace the file") from e
     if a.ndim != 3 or a.shape[2] < 3 or a.dtype != np.uint16:
-        raise UserError(f"{path}: unexpected 16-bit TIFF layout {a.shape} {a.dtype}; save it as 16-bit RGB TIFF")
+        raise UserError(
+            f"{path}: unexpected 16-bit TIFF layout {a.shape} {a.dtype}; save it as 16-bit RGB TIFF"
+        )
     return np.ascontiguousarray(a[..., :3])
 
 
@@ -115,7 +118,9 @@ def list_images(folder: str | Path) -> list[Path]:
     """Image files in `folder` (not recursive), sorted by name; hidden files ignored."""
     folder = Path(folder)
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
 
 
@@ -140,7 +145,9 @@ def write_image(path: str | Path, arr: np.ndarray) -> Path:
     elif a.dtype != np.uint8:
         raise ValueError(f"write_image: expected uint8 or uint16, got {a.dtype}")
     img = Image.fromarray(np.ascontiguousarray(a))
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}[suffix]
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}[
+        suffix
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:

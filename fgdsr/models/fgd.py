@@ -159,8 +159,9 @@ class AnchorHead(nn.Module):
     def forward(self, feat: Tensor, image: Tensor) -> tuple[Tensor, Tensor | None]:
         logits = self.cls(feat).float()
         if self.use_prior:
-            d = (image.detach().float() - self.anchors) * self.bins  # distance to each anchor in bins
-            logits = logits - self.log_tau.exp() * d.abs()
+            # tau*|K*(I - A_k)| = |s*I - s*A_k| with s = tau*K > 0: two K-channel passes instead of four
+            s = self.log_tau.exp() * self.bins
+            logits = logits - (s * image.detach().float() - s * self.anchors).abs()
         off = self.offset(feat).float() if self.offset is not None else None
         return logits, off
 
