@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--val-every", type=int, default=50)
     args = ap.parse_args()
 
+    import torch
+
     from fgdsr.config import load_config
     from fgdsr.train import train
     from orchestrator import tracking
@@ -42,10 +44,16 @@ def main() -> None:
     cfg = load_config(args.config, overrides)
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
         tmp = Path(tmp)
-        # (1) plain training, same config, same process type (warm: imports are not counted)
-        t0 = time.perf_counter()
-        plain = train(cfg, tmp / "plain", progress=False)
-        plain_s = time.perf_counter() - t0
+        # (1) plain training, same config, warm imports, 1 torch thread like a 1-CPU Ray trial
+        # (Ray sets OMP_NUM_THREADS=1 there); run before and after the sweep to expose load drift
+        torch.set_num_threads(1)
+
+        def plain_run(tag: str) -> tuple[float, object]:
+            t0 = time.perf_counter()
+            res = train(cfg, tmp / f"plain-{tag}", progress=False)
+            return time.perf_counter() - t0, res
+
+        plain_before_s, plain = plain_run("before")
 
         # (2) the same config as a 1-trial sweep: a space with one constant field (loss) -> one trial
         (tmp / "space.yaml").write_text(f"space:\n  loss: {cfg.loss}\n")
@@ -83,6 +91,8 @@ def main() -> None:
         except Exception:
             pass
         trial_total_s = float(df["time_total_s"].iloc[0]) if df is not None and "time_total_s" in df else None
+        plain_after_s, _ = plain_run("after")
+    plain_s = (plain_before_s + plain_after_s) / 2
 
     overhead_trial = (trial_total_s or run_s) - plain_s
     out = {
@@ -91,7 +101,10 @@ def main() -> None:
         "command": " ".join(["benchmarks/bench_tune.py", *sys.argv[1:]]),
         "steps": args.steps,
         "validations": len(plain.history),
-        "plain_train_s": round(plain_s, 2),
+        "plain_train_before_s": round(plain_before_s, 2),
+        "plain_train_after_s": round(plain_after_s, 2),
+        "plain_train_mean_s": round(plain_s, 2),
+        "overhead_vs_plain_sweep_s": round(sweep_s - plain_s, 2),
         "tune_trial_time_total_s": round(trial_total_s, 2) if trial_total_s else None,
         "mlflow_run_s": round(run_s, 2),
         "sweep_wall_s": round(sweep_s, 2),

@@ -94,9 +94,14 @@ def benchmark(
 
     if precision not in ("fp32", "fp16"):
         raise UserError(f"--precision '{precision}': expected fp32 or fp16")
-    if device == "auto":
-        device = "cuda" if backend == "tensorrt" else "cpu"
-        if backend != "tensorrt":
+    if device == "auto":  # the GPU when this backend can use one here, else the CPU
+        if backend == "tensorrt":
+            device = "cuda"
+        elif backend == "onnxruntime":
+            import onnxruntime
+
+            device = "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+        else:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -80,7 +80,7 @@ def _print_tables(report: dict) -> None:
             row = [e["name"], f"{e['size'][1]}x{e['size'][0]}", f"{e['entropy']:.3f}", f"{e['psnr']:.2f}"]
             row.append(f"{e['ssim']:.4f}")
             if has_delta:
-                row.append(f"{e['delta_psnr']:+.2f}" if "delta_psnr" in e else "")
+                row.append(f"{e['delta_psnr']:+.3f}" if "delta_psnr" in e else "")
             table.add_row(*row)
         mean = ["mean", "", "", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"]
         if has_delta:
@@ -146,7 +146,7 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
                     slope, icpt = np.polyfit(x, y, 1)
                     xs = np.linspace(x.min(), x.max(), 2)
                     ax.plot(
-                        xs, slope * xs + icpt, color=sc.get_facecolor()[0], label=f"fit: {slope:+.3f} dB/bit"
+                        xs, slope * xs + icpt, color=sc.get_facecolor()[0], label=f"fit: {slope:+.3g} dB/bit"
                     )
             ax.axhline(0.0, color="gray", lw=0.8)
             ax.set_xlabel("HR entropy (bits)")

@@ -81,7 +81,13 @@ def tune(
         quiet=as_json,
         command_line=shlex.join(["fgdsr", *sys.argv[1:]]),
     )
-    result = run_sweep(opts)
+    if as_json:  # stdout carries the JSON only: Tune's own progress output goes to stderr
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_sweep(opts)
+    else:
+        result = run_sweep(opts)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return

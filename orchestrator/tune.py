@@ -465,7 +465,8 @@ def run_sweep(opts: TuneOptions) -> SweepResult:
                     search_alg=_searcher(opts, space, res["concurrency"]),
                     scheduler=_scheduler(opts, plan),
                     num_samples=plan["num_samples"],
-                    max_concurrent_trials=res["concurrency"],
+                    # BasicVariantGenerator (random, grid) limits concurrency itself; Optuna needs Tune's limit
+                    max_concurrent_trials=res["concurrency"] if opts.search == "optuna" else None,
                 ),
                 run_config=tune.RunConfig(
                     name=opts.name,

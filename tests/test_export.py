@@ -37,15 +37,24 @@ def test_bin_agreement_by_hand():
     assert bin_agreement(a, b, 32) == pytest.approx(3 / 5)
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """l1, cs, fd, aux tiny models exported once: loss -> (model, onnx path, returned sidecar)."""
+    out = {}
+    for loss in ("l1", "cs", "fd", "aux"):
+        folder = tmp_path_factory.mktemp(loss)
+        model, cfg = tiny_model(loss)
+        path = folder / f"{loss}.onnx"
+        out[loss] = (model, path, export_onnx(model, path, cfg, source_sha256="abc", source="tiny"))
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["l1", "cs", "fd", "aux"])
-def test_export_symbolic_and_parity(tmp_path, loss):
-    model, cfg = tiny_model(loss)
-    out = tmp_path / f"{loss}.onnx"
-    meta = export_onnx(model, out, cfg, source_sha256="abc", source="tiny")
-    # one self-contained file, symbolic batch/height/width
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{loss}.onnx", f"{loss}.onnx.json"]
-    assert not list(tmp_path.glob("*.data"))
+def test_export_symbolic_and_parity(exported, loss):
+    model, out, meta = exported[loss]
+    # one self-contained file (no external data) + its sidecar, symbolic batch/height/width
+    assert sorted(p.name for p in out.parent.iterdir()) == [f"{loss}.onnx", f"{loss}.onnx.json"]
     dims = check_symbolic(out)
     assert isinstance(dims[0], str) and dims[1] == 1 and isinstance(dims[2], str) and isinstance(dims[3], str)
     checks = meta["parity"]["checks"]
@@ -53,6 +62,7 @@ def test_export_symbolic_and_parity(tmp_path, loss):
     assert all(c["max_abs_err"] < FP32_TOL for c in checks)
     # the sidecar on disk is what was returned, with the issue's fields
     side = read_sidecar(out, "onnx")
+    assert side == json.loads(json.dumps(meta)) | {"format": 1, "kind": "onnx"}
     assert side["variant"] == loss and side["scale"] == 4 and side["precision"] == "fp32"
     assert side["input_names"] == ["lr"] and side["output_names"] == ["sr"]
     assert side["onnx_sha256"] == sha256_path(out) and side["source_sha256"] == "abc"
@@ -66,22 +76,18 @@ def test_export_symbolic_and_parity(tmp_path, loss):
 
 
 @pytest.mark.slow
-def test_fd_graph_holds_class_module_and_argmax(tmp_path):
-    model, cfg = tiny_model("fd")
-    export_onnx(model, tmp_path / "fd.onnx", cfg)
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "fd.onnx")).graph.node}
+def test_fd_graph_holds_class_module_and_argmax(exported):
+    ops = {n.op_type for n in onnx.load(str(exported["fd"][1])).graph.node}
     assert {"ArgMax", "Tanh"} <= ops  # hard bin + bounded offset in the graph
     assert any(op.startswith("Gather") for op in ops)  # the Class-Module's half-width table lookup
 
 
 @pytest.mark.slow
-def test_aux_graph_is_the_baseline_graph(tmp_path):
-    """aux must cost exactly what l1 costs: the exported graphs have the same ops and weight sizes."""
+def test_aux_graph_is_the_baseline_graph(exported):
+    """aux must cost exactly what l1 costs: the exported graphs have the same ops and weight shapes."""
     graphs = {}
     for loss in ("l1", "aux"):
-        model, cfg = tiny_model(loss)
-        export_onnx(model, tmp_path / f"{loss}.onnx", cfg, check=False)
-        g = onnx.load(str(tmp_path / f"{loss}.onnx")).graph
+        g = onnx.load(str(exported[loss][1])).graph
         graphs[loss] = ([n.op_type for n in g.node], sorted(tuple(i.dims) for i in g.initializer))
     assert graphs["aux"] == graphs["l1"]
 

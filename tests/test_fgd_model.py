@@ -36,7 +36,8 @@ def test_models_dict():
 def test_shapes_any_size(loss, scale):
     model = make(loss, scale)
     levels = {2: 1, 3: 2, 4: 2, 8: 3}[scale]
-    for h, w in [(13, 17), (32, 40)]:
+    sizes = [(13, 17), (40, 70)] if scale == 4 and loss == "fd" else [(13, 17)]  # 40x70: partial 32-tiles
+    for h, w in sizes:
         x = torch.rand(2, 1, h, w)
         with torch.no_grad():
             y = model(x)
@@ -57,7 +58,7 @@ def test_shapes_any_size(loss, scale):
 def test_inference_equals_hard_training_path():
     """forward (argmax) == forward_train's S when the Class-Module is one-hot (soft mixing with one-hot P = hard)."""
     model = make("fd")
-    x = torch.rand(1, 1, 40, 50)
+    x = torch.rand(1, 1, 36, 40)
     for cls in range(3):
         with torch.no_grad():
             model.class_module.fc.weight.zero_()
@@ -167,11 +168,11 @@ def test_param_count_of_the_heads():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["cs", "fd"])
-def test_torch_export_dynamic_shapes(loss):
+def test_torch_export_dynamic_shapes_cs():
+    """cs through torch.export with symbolic N/H/W (fd: the ONNX test below, which exports the same way)."""
     from torch.export import Dim, export
 
-    model = make(loss)
+    model = make("cs")
     x = torch.rand(2, 1, 40, 36)
     n, h, w = Dim("n", min=1, max=8), Dim("h", min=8, max=512), Dim("w", min=8, max=512)
     ep = export(model, (x,), dynamic_shapes={"x": {0: n, 2: h, 3: w}})
@@ -190,7 +191,9 @@ def test_onnx_dynamo_export_fd_matches_onnxruntime(tmp_path):
 
     model = make("fd")
     with torch.no_grad():
-        model.heads["1"].cls.weight.normal_(0, 0.5)  # argmax decided by the head somewhere, not the prior alone
+        model.heads["1"].cls.weight.normal_(
+            0, 0.5
+        )  # argmax decided by the head somewhere, not the prior alone
     x = torch.rand(1, 1, 40, 36)
     prog = torch.onnx.export(
         model,

@@ -149,6 +149,7 @@ def test_vdsr_is_residual_over_matlab_bicubic():
     torch.testing.assert_close(model(x), imresize(x, size=(12, 10)))
 
 
+@pytest.mark.slow
 def test_lapsrn_exports_to_onnx_with_dynamic_hw():
     """torch.onnx (dynamo) with symbolic H/W; ONNX Runtime matches torch at two odd/even sizes."""
     ort = pytest.importorskip("onnxruntime")

@@ -120,7 +120,7 @@ def test_cpu_sweep_four_trials(tmp_path):
     args += ["--out", opts.out, "--tracking-uri", opts.tracking_uri, "--experiment", "cpu4", "--json"]
     r = CliRunner().invoke(app, args)  # the default search (Optuna TPE) and scheduler (ASHA)
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output[r.output.index("{") :])
+    res = json.loads(r.stdout)
     uri = opts.tracking_uri
     assert len(res["trials"]) == 4 and not res["partial"]
     assert all(t["state"] == "TERMINATED" and t["steps"] >= 4 for t in res["trials"])

@@ -166,7 +166,7 @@ def test_driver_killed_then_resume_finishes_without_duplicate_runs(tmp_path):
 
     r = CliRunner().invoke(app, [*args, "--resume", "--json"])
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output[r.output.index("{") :])
+    res = json.loads(r.stdout)
     assert not res["partial"] and len(res["trials"]) == 3
     assert all(t["state"] == "TERMINATED" and t["steps"] == 16 for t in res["trials"])
     assert res["parent_run_id"] == state["parent_run_id"]  # the same parent run
