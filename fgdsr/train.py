@@ -200,13 +200,19 @@ class _TrainForward:
 
 def _make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     try:
         return Accelerator(mixed_precision=cfg.mixed_precision)
-    except (ValueError, RuntimeError) as e:
-        raise UserError(
-            f"config field 'mixed_precision': '{cfg.mixed_precision}' is not available here ({e}); use 'no' or 'bf16'"
-        ) from e
+    except ValueError as e:
+        if "already been initialized" not in str(e):
+            raise UserError(
+                f"config field 'mixed_precision': '{cfg.mixed_precision}' is not available here ({e}); "
+                "use 'no' or 'bf16'"
+            ) from e
+    # an earlier run in this process (tests, a notebook, a Tune worker) set other precision flags: start over
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(mixed_precision=cfg.mixed_precision)
 
 
 def _check_resume_config(saved: TrainConfig, cfg: TrainConfig, path: Path) -> None:

@@ -472,8 +472,11 @@ def run_sweep(opts: TuneOptions) -> SweepResult:
                     name=opts.name,
                     storage_path=plan["storage"],
                     failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                    # Keep every checkpoint: with num_to_keep, a checkpoint that the last experiment
+                    # snapshot still points to can be deleted before the next snapshot, and a driver
+                    # killed in between cannot be resumed ("checkpoint does not exist on storage").
                     checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=2, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"
+                        num_to_keep=None, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"
                     ),
                     verbose=0 if opts.quiet else 1,
                 ),
@@ -483,6 +486,9 @@ def run_sweep(opts: TuneOptions) -> SweepResult:
         if not result.partial:
             _finalise(opts, result, uri)
         status = "KILLED" if result.partial else "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         if parent_id is not None:
             try:

@@ -178,3 +178,8 @@ def test_export_from_mlflow_run_id(tmp_path, checkpoint, monkeypatch):
     assert read_sidecar(out, "onnx")["source"] == run.info.run_id
     res = runner.invoke(app, ["export", "0" * 32, "--out", str(out), "--tracking-uri", uri])
     assert res.exit_code == 2 and "not found" in res.output and res.output.count("\n") == 1
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = runner.invoke(app, ["export", "0" * 32, "--out", str(out)])  # no store named: no default store made
+    assert res.exit_code == 2 and "needs --tracking-uri" in res.output and res.output.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

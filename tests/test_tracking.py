@@ -104,13 +104,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def mlflow_server(tmp_path):
-    """`fgdsr tracking-server` on a free port on 127.0.0.1 (sqlite + proxied artifacts); stopped afterwards."""
-    port = _free_port()
-    db = f"sqlite:///{tmp_path / 'server.db'}"
-    cmd = [sys.executable, "-m", "orchestrator.cli", "tracking-server", "--backend-store-uri", db]
-    cmd += ["--artifacts-destination", str(tmp_path / "artifacts"), "--port", str(port)]
+def _serve(cmd: list[str], port: int):
+    """Run an `fgdsr` server command until /health answers; yields its URL; stops its process group."""
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -133,6 +128,28 @@ def mlflow_server(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    """`fgdsr tracking-server` on a free port on 127.0.0.1 (sqlite + proxied artifacts); stopped afterwards."""
+    port = _free_port()
+    db = f"sqlite:///{tmp_path / 'server.db'}"
+    cmd = [sys.executable, "-m", "orchestrator.cli", "tracking-server", "--backend-store-uri", db]
+    cmd += ["--artifacts-destination", str(tmp_path / "artifacts"), "--port", str(port)]
+    yield from _serve(cmd, port)
+
+
+@pytest.mark.slow
+def test_fgdsr_ui_serves_the_local_store(tmp_path, store):
+    """`fgdsr ui --port P` answers on 127.0.0.1 for the store of the current folder."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "orchestrator.cli", "ui", "--port", str(port), "--tracking-uri", store]
+    for url in _serve(cmd, port):
+        body = urllib.request.urlopen(
+            f"{url}/api/2.0/mlflow/experiments/search?max_results=10", timeout=10
+        ).read()
+        assert b'"t"' in body  # the experiment created by the tests above, read through the UI's server
 
 
 @pytest.mark.slow

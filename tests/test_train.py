@@ -146,6 +146,13 @@ def test_accelerator_passed_in(tmp_path):
     assert res.final_step == 1 and res.best_val_psnr > 10
 
 
+def test_bf16_after_fp32_in_one_process(tmp_path):
+    """Mixed precision through Accelerate (bf16 autocast on CPU), after an fp32 run in the same process."""
+    res = train(small_cfg(max_steps=1, val_every=1, loss="fd", mixed_precision="bf16"), tmp_path / "b", progress=False)
+    assert res.final_step == 1 and math.isfinite(res.best_val_psnr)
+    assert load_file(str(res.last_checkpoint / ck.WEIGHTS))["trunk.input_conv.weight"].dtype == torch.float32
+
+
 @pytest.mark.parametrize("loss", ["cs", "fd", "aux"])
 def test_init_from_starts_at_the_baseline(tmp_path, loss):
     """Heads the baseline lacks are initialised so the model starts at the baseline's output (issue 7)."""

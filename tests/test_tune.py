@@ -123,7 +123,8 @@ def test_cpu_sweep_four_trials(tmp_path):
     res = json.loads(r.stdout)
     uri = opts.tracking_uri
     assert len(res["trials"]) == 4 and not res["partial"]
-    assert all(t["state"] == "TERMINATED" and t["steps"] >= 4 for t in res["trials"])
+    assert all(t["state"] == "TERMINATED" and t["steps"] >= 2 for t in res["trials"])  # ASHA grace: 2
+    assert max(t["steps"] for t in res["trials"]) == 4
     assert res["trials"][0]["variant"] == "l1" or any(t["variant"] == "l1" for t in res["trials"])
     c = tracking.client(uri)
     exp = c.get_experiment_by_name("cpu4")

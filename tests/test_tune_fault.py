@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,6 +159,7 @@ def test_driver_killed_then_resume_finishes_without_duplicate_runs(tmp_path):
         leftovers = [p for p in _descendants(proc.pid) if _alive(p)]
         for p in leftovers:  # only processes this test started
             os.kill(p, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     c = tracking.client(opts.tracking_uri)
     state = json.loads((Path(opts.out) / "state-sweep.json").read_text())
     before = tracking.child_runs(opts.tracking_uri, state["experiment_id"], state["parent_run_id"])

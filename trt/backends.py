@@ -101,6 +101,8 @@ class TorchBackend(Backend):
             self.start, self.stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         else:
             self.x = host.to(self.dtype)
+        if compile:
+            self.step()  # compile now, so neither the warm-up nor the peak-memory probe includes compilation
 
     def _forward(self, x):
         with self.torch.inference_mode():

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,10 @@ def download_run_checkpoint(run_id: str, tracking_uri: str | None, field: str = 
     except ImportError:
         raise UserError(f"{field}: '{run_id}' looks like an MLflow run id but mlflow is not installed; "
                         "pip install 'fgdsr[track]' or pass a checkpoint path") from None  # fmt: skip
+    if tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        # no silent default store: a mistyped path must not create ./mlruns or ./mlflow.db
+        raise UserError(f"{field}: '{run_id}' is not an existing path; as an MLflow run id it needs "
+                        "--tracking-uri URI (or MLFLOW_TRACKING_URI)")  # fmt: skip
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     try:
         client.get_run(run_id)
