@@ -6,6 +6,10 @@ the torch and onnxruntime backends. With --profile, torch's profiler splits one 
 head, argmax/gather/tanh and Class-Module time, to show where FD's extra cost goes.
 
     .venv/bin/python benchmarks/bench_latency.py [--hr-size 1280x720] [--iters 6] [--profile] [--json out.json]
+        [--fgd-head prior,window] [--device cpu|cuda] [--precision fp32|fp16] [--threads N]
+
+--fgd-head takes a comma list: each cs/fd variant is built once per head (named e.g. `fd:window`), every pair
+against the same l1 checkpoint, so `--variants fd --fgd-head prior,window` compares both FD heads in one run.
 
 Target (issue 5): fd/l1 <= 1.10 on each backend; aux/l1 = 1 within the tolerance. A 2-core CPU needs ~2 s per
 720p inference, so the defaults time few iterations: read the confidence intervals, not just the ratios.
@@ -33,12 +37,27 @@ from trt.shapes import lr_size, parse_size  # noqa: E402
 FULL = {"model": "lapsrn", "layout": "official", "scale": 4, "depth": 10, "channels": 64}
 
 
-def make_checkpoints(root: Path, variants: list[str], overrides: dict) -> dict[str, Path]:
+def candidates(variants: list[str], heads: list[str]) -> list[str]:
+    """Candidate names: `fd` (one head, as before) or `fd:prior`, `fd:window` (several heads); aux has no head."""
+    if len(heads) <= 1:
+        return list(variants)
+    return [
+        f"{v}:{h}" if v in ("cs", "fd") else v
+        for v in variants
+        for h in (heads if v in ("cs", "fd") else [""])
+    ]
+
+
+def make_checkpoints(root: Path, names: list[str], overrides: dict, heads: list[str]) -> dict[str, Path]:
     out = {}
-    for loss in ["l1", *variants]:
-        cfg = TrainConfig().replace(**FULL, loss=loss, **(overrides if loss != "l1" else {}))
+    for name in ["l1", *names]:
+        loss, _, head = name.partition(":")
+        extra = dict(overrides if loss != "l1" else {})
+        if loss in ("cs", "fd") and (head or heads):
+            extra["fgd_head"] = head or heads[0]
+        cfg = TrainConfig().replace(**FULL, loss=loss, **extra)
         torch.manual_seed(0)
-        out[loss] = save_model_checkpoint(root / loss, build_model(cfg), cfg)
+        out[name] = save_model_checkpoint(root / name.replace(":", "-"), build_model(cfg), cfg)
     return out
 
 
@@ -53,6 +72,26 @@ def profile_fd(path: Path, hr: str, reps: int = 2) -> dict[str, float]:
     lv = model.levels - 1
     head = model.heads[str(lv)]
     best: dict[str, float] = {}
+    if model.window:  # fgd_head window: the same parts over 2w+1 channels (AnchorHead.forward_window)
+        from fgdsr.models.fgd import bin_float, window_bin
+
+        k_ch = f"{2 * model.window + 1} ch"
+
+        def prior(c, i):
+            k0 = bin_float(i, head.bins)
+            r = i.float() * head.bins - k0 - 0.5
+            return c - (head.log_tau.exp() * (r - head.deltas)).abs(), k0
+
+        def choose(lg):
+            return window_bin(lg[0], lg[1], model.window, model.bins)
+    else:
+        k_ch = f"{head.bins} ch"
+
+        def prior(c, i):
+            return c - head.log_tau.exp() * ((i.float() - head.anchors) * head.bins).abs()
+
+        def choose(lg):
+            return lg.argmax(dim=1, keepdim=True)
 
     def clock(name: str, fn):
         t0 = time.perf_counter()
@@ -65,10 +104,9 @@ def profile_fd(path: Path, hr: str, reps: int = 2) -> dict[str, float]:
         for _ in range(reps):
             images, feats = clock("trunk (LapSRN pyramid)", lambda: model._pyramid(x))
             f, img = feats[lv], images[lv]
-            conv = clock("head conv 1x1 64->K at HR", lambda f=f: head.cls(f).float())
-            logits = clock("prior -tau*|K(I-A_k)| over K ch at HR",
-                           lambda c=conv, i=img: c - head.log_tau.exp() * ((i.float() - head.anchors) * head.bins).abs())  # fmt: skip
-            k = clock("argmax over K at HR", lambda lg=logits: lg.argmax(dim=1, keepdim=True))
+            conv = clock(f"head conv 1x1 64->{k_ch} at HR", lambda f=f: head.cls(f).float())
+            logits = clock(f"prior -tau*|K(I-A)| over {k_ch} at HR", lambda c=conv, i=img: prior(c, i))
+            k = clock(f"argmax over {k_ch} at HR", lambda lg=logits: choose(lg))
             clock("anchor + projection (1 ch at HR)",
                   lambda i=img, k=k: model._project(i, anchor_value(k, model.bins), model.halfwidths[0], None))  # fmt: skip
             if model.class_module is not None:
@@ -87,6 +125,12 @@ def main() -> None:
     ap.add_argument(
         "--set", nargs="*", default=[], help="config overrides for the candidates, e.g. head_kernel=3"
     )
+    ap.add_argument(
+        "--fgd-head", default="", help="comma list of fgd_head values for cs/fd, e.g. prior,window"
+    )
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json", help="write all results here")
     args = ap.parse_args()
@@ -95,17 +139,22 @@ def main() -> None:
                       target_rounds=args.iters)  # fmt: skip
     results = {
         "hr_size": args.hr_size,
-        "threads": torch.get_num_threads(),
+        "threads": args.threads or torch.get_num_threads(),
+        "device": args.device,
+        "precision": args.precision,
         "pairs": [],
         "overrides": overrides,
     }
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
-        ckpts = make_checkpoints(Path(tmp), args.variants.split(","), overrides)
+        heads = [h for h in args.fgd_head.split(",") if h]
+        names = candidates(args.variants.split(","), heads)
+        ckpts = make_checkpoints(Path(tmp), names, overrides, heads)
         for backend in args.backends.split(","):
-            for variant in args.variants.split(","):
+            for variant in names:
                 t0 = time.time()
                 r = run_benchmark(str(ckpts["l1"]), str(ckpts[variant]), backend=backend,
                                   hr_size=parse_size(args.hr_size), dataset=None, plan=plan,
+                                  device=args.device, precision=args.precision, threads=args.threads,
                                   workdir=Path(tmp) / f"work-{backend}")  # fmt: skip
                 lat = r["latency_interval"]
                 base, cand = r["rows"]
@@ -120,9 +169,11 @@ def main() -> None:
                 print(f"{backend:12s} {variant}/l1: l1 {line['l1_ms']:.0f} ms, {variant} {line['cand_ms']:.0f} ms, "
                       f"ratio {lat['ratio']:.3f} [{lat['low']:.3f}, {lat['high']:.3f}] ({line['iters']} iters) "
                       f"-> {r['verdict']}", flush=True)  # fmt: skip
-        if args.profile and "fd" in ckpts:
-            results["fd_profile_ms"] = profile_fd(ckpts["fd"], args.hr_size)
-            for k, v in results["fd_profile_ms"].items():
+        for name in [n for n in names if n.partition(":")[0] == "fd"] if args.profile else []:
+            key = "fd_profile_ms" if name == "fd" else f"{name}_profile_ms"
+            results[key] = profile_fd(ckpts[name], args.hr_size)
+            print(f"profile {name} (torch eager, cpu):")
+            for k, v in results[key].items():
                 print(f"  {k:45s} {v:8.1f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

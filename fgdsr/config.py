@@ -38,12 +38,13 @@ class TrainConfig:
     anchor_source: str = "pred"  # regression around the predicted bin (pred) or the GT bin (gt, teacher forcing)
     # FGD head design (docs/LOSS.md): prior (logits = 1x1 head + a prior centred on the regression, S = the
     # regression projected into the area) | prior_offset (+ a zero-init learned offset) | literal (no prior, S =
-    # anchor + h*tanh(offset head)). Added by the FGD-loss engineer; validated in fgdsr.models.fgd.
+    # anchor + h*tanh(offset head)) | window (the prior head over the 2w+1 bins around bin(I) instead of all K;
+    # w = (widest area + 1)/2, cheaper at inference). Added by the FGD-loss engineers; validated in fgdsr.models.fgd.
     fgd_head: str = "prior"
     alpha: float = 1.0  # weight of L_c1 (Eq. 6)
     alpha_warmup_steps: int = 0  # linear warm-up of alpha from 0
-    beta: float = 0.1  # weight of L_c2 (Eq. 4, 6)
-    gamma: float = 0.0  # weight of ClassSR's average (balance) loss on the Class-Module
+    beta: float = 5e-4  # weight of L_c2 (Eq. 4, 6); ClassSR's ratio: 0.1 collapses the Class-Module (RESULTS.md)
+    gamma: float = 3e-3  # weight of ClassSR's average (balance) loss on the Class-Module (ClassSR's ratio)
     class_patch: int = 32  # LR sub-image size of the Class-Module (ClassSR: 32)
     charbonnier_eps: float = 1e-3  # LapSRN's robust L1; 0 = plain L1
     # --- data (fgdsr/data) ---

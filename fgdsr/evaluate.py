@@ -82,6 +82,7 @@ def evaluate(
     baseline: str | None = None,
     lr_uint8: bool = False,
     gray_as_y: bool = True,
+    y_rounded: bool = True,
     on_image: Callable[[dict], None] | None = None,
 ) -> dict:
     """Run every method on every (data set, scale); returns `{"results": [...]}` (schema above).
@@ -89,7 +90,8 @@ def evaluate(
     methods: name -> upscaler, or factory(scale) -> upscaler (`fgdsr.inference`; see `upscaler_for`); datasets: names, folders or
     `Dataset`s; max_images: first N images per set; baseline: a key of `methods` for `delta_psnr`;
     lr_uint8: round the LR to uint8 (protocol variant, see docs/BENCHMARKS.md); gray_as_y: single-channel
-    files use their gray value as Y (reproduces the published Set14 row); on_image: called with each
+    files use their gray value as Y (reproduces the published Set14 row); y_rounded: False keeps the
+    double Y of MATLAB's `rgb2ycbcr` (LapSRN's own evaluation script: `authors_protocol`); on_image: called with each
     image entry (plus dataset/scale/method) as it is computed.
     """
     if not methods:
@@ -126,7 +128,7 @@ def evaluate(
                             f"method '{method}' returned {sr.shape} {sr.dtype} for {names[i]}, expected "
                             f"{hr.shape} uint8"
                         )
-                    p, s = evaluate_pair(sr, hr, scale, gray=gray_as_y and ds.is_gray(i))
+                    p, s = evaluate_pair(sr, hr, scale, gray=gray_as_y and ds.is_gray(i), y_rounded=y_rounded)
                     entry = {
                         "name": names[i],
                         "size": [int(hr.shape[0]), int(hr.shape[1])],

@@ -186,6 +186,11 @@ def evaluate(
     max_images: int = typer.Option(None, "--max-images", help="Only the first N images of each set."),
     device: str = typer.Option("cpu", "--device", help="Device for checkpoints: cpu, cuda, cuda:1."),
     lr_uint8: bool = typer.Option(False, "--lr-uint8", help="Protocol variant: round the LR to uint8."),
+    authors_protocol: bool = typer.Option(
+        False,
+        "--authors-protocol",
+        help="LapSRN's own script: Y not rounded, single-channel files through rgb2ycbcr (reproduces its rows).",
+    ),
 ) -> None:
     """Evaluate bicubic or trained checkpoints: PSNR/SSIM on Y (MATLAB protocol) and HR entropy per image."""
     from fgdsr.evaluate import attach_baseline, check_scale
@@ -254,6 +259,8 @@ def evaluate(
         max_images=max_images,
         baseline=base_name,
         lr_uint8=lr_uint8,
+        y_rounded=not authors_protocol,
+        gray_as_y=not authors_protocol,
     )
     if base_report is not None:
         attach_baseline(report, base_report)

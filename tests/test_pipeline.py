@@ -208,3 +208,17 @@ def test_pipeline_small_end_to_end(tmp_path, monkeypatch):
     assert parent.data.tags["pipeline.fgd_trial"] == s["best"]["fgd"]["trial_id"]
     assert parent.data.metrics["pipeline_fgd_mini_psnr"] == pytest.approx(rows["fgd"]["sets"]["mini"]["psnr"])
     assert re.search(r"sweep parent run `[0-9a-f]{32}`", text)
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    for args, needle in (
+        (["pipeline", "--backend", "foo"], "--backend"),
+        (["pipeline", "--config", str(tmp_path / "missing.yaml")], "missing.yaml"),
+        (["pipeline", "--set", "no_such_field=1"], "no_such_field"),
+    ):
+        p = subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, p.stderr)

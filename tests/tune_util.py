@@ -21,7 +21,7 @@ lr_schedule: cosine
 max_steps: {steps}
 val_every: {val_every}
 val_max_images: 1
-log_every: 2
+log_every: 1
 """
 
 TINY_SPACE = """\

@@ -27,6 +27,11 @@ PRECISIONS = ("fp32", "fp16")
 PARITY_SIZES = ((37, 29), (52, 64))
 TRACE_SIZE = (40, 48)  # (h, w) of the example input
 FP32_TOL = 1e-4  # max abs error on [0, 1] images (issue 5)
+# FD/CS pick a bin by argmax: where two logits tie to float rounding, torch and ORT (different summation
+# orders) may pick neighbouring bins and that pixel moves by up to an area width. Such ties are legitimate;
+# a wrongly exported op moves far more pixels. So fp32 parity fails only when more than this share of pixels
+# is off by >= FP32_TOL (the count is reported in the sidecar either way).
+FP32_TIE_SHARE = 1e-4
 
 
 def require_onnx() -> None:
@@ -124,6 +129,7 @@ def parity(model, onnx_path: str | Path, sizes=PARITY_SIZES, bins: int = 32, see
                             "the export froze a shape; fix the model code")  # fmt: skip
         err = np.abs(got.astype(np.float64) - ref)
         out.append({"lr_hw": [h, w], "max_abs_err": float(err.max()), "mean_abs_err": float(err.mean()),
+                    "pixels_over_tol": int((err >= FP32_TOL).sum()), "pixels": int(err.size),
                     "bin_agreement": bin_agreement(got, ref, bins)})  # fmt: skip
     return out
 
@@ -189,11 +195,12 @@ def export_onnx(
         bins = int(getattr(cfg, "bins", 32))
         checks = parity(model, tmp, bins=bins) if check else []
         if precision == "fp32":
-            bad = [c for c in checks if c["max_abs_err"] >= FP32_TOL]
+            bad = [c for c in checks if c["pixels_over_tol"] > FP32_TIE_SHARE * c["pixels"]]
             if bad:
                 c = bad[0]
-                raise UserError(f"export: ONNX Runtime differs from torch by {c['max_abs_err']:.2e} (>= {FP32_TOL:g}) "
-                                f"at LR {c['lr_hw'][0]}x{c['lr_hw'][1]}, bin agreement {c['bin_agreement']:.4f}; "
+                raise UserError(f"export: ONNX Runtime differs from torch by up to {c['max_abs_err']:.2e} on "
+                                f"{c['pixels_over_tol']} of {c['pixels']} pixels (>= {FP32_TOL:g}) at LR "
+                                f"{c['lr_hw'][0]}x{c['lr_hw'][1]}, bin agreement {c['bin_agreement']:.4f}; "
                                 "an op is exported wrongly; report it with the model config")  # fmt: skip
         os.replace(tmp, out)
     finally:

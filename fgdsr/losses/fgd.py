@@ -42,8 +42,10 @@ def balance_loss(probs: Tensor) -> Tensor:
 class FGDLoss(nn.Module):
     """`loss(out, targets, step=0) -> (total, terms)` for every `cfg.loss` (l1 is the Charbonnier sum alone).
 
-    terms: floats `loss`, `l_r`, and where they apply `l_c1`, `l_c2`, `balance`, `bin_acc` (argmax = GT bin,
-    at head levels), `alpha` (after warm-up), `area` (mean expected anchor area in bins, FD).
+    terms: floats `loss`, `l_r`, and where they apply `l_c1`, `l_c2`, `balance`, `bin_acc` (chosen bin = GT bin,
+    at head levels), `alpha` (after warm-up), `area` (mean expected anchor area in bins, FD), `in_window`
+    (fgd_head window: fraction of pixels whose GT bin lies in the 2w+1-bin window).
+    With fgd_head window, L_c1 is the cross-entropy over the window (GT bins outside it: the nearest edge).
     """
 
     def __init__(self, cfg) -> None:
@@ -74,18 +76,33 @@ class FGDLoss(nn.Module):
         total = l_r
         # detached tensors, turned into floats with one device sync at the end (not one .item() per term)
         terms: dict[str, Tensor | float] = {"l_r": l_r.detach()}
-        heads = [(lg, t) for lg, t in zip(out.logits, targets, strict=True) if lg is not None]
+        centers = out.centers or [None] * len(out.logits)
+        heads = [(lg, t, c) for lg, t, c in zip(out.logits, targets, centers, strict=True) if lg is not None]
         if heads and self.variant != "l1":
             ce = l_r.new_zeros(())
             correct = l_r.new_zeros(())
-            for logits, t in heads:
-                gt = bin_index(t, self.bins)[:, 0]  # (N, H, W)
-                ce = ce + F.cross_entropy(logits.float(), gt)  # Eq. 3, mean over pixels
-                correct = correct + (logits.detach().argmax(dim=1) == gt).float().mean()
+            inside = l_r.new_zeros(())
+            for logits, t, k0 in heads:
+                gt = bin_index(t, self.bins)[:, 0]  # (N, H, W) absolute GT bin
+                if k0 is None:
+                    target, pred = gt, logits.detach().argmax(dim=1)
+                else:
+                    # window head: channel j = bin k0 + j - w. A GT bin outside the window becomes the nearest
+                    # window edge (the largest move towards it; docs/LOSS.md): those pixels, where the regression
+                    # is worst, still teach the direction.
+                    w = (logits.shape[1] - 1) // 2
+                    rel = gt - k0[:, 0] + w
+                    inside = inside + ((rel >= 0) & (rel <= 2 * w)).float().mean()
+                    target = rel.clamp(0, 2 * w)
+                    pred = (k0[:, 0] + logits.detach().argmax(dim=1) - w).clamp(0, self.bins - 1)
+                ce = ce + F.cross_entropy(logits.float(), target)  # Eq. 3, mean over pixels
+                correct = correct + (pred == gt).float().mean()  # absolute bins for every head
             l_c1 = ce / len(heads)
             alpha = self.alpha_at(step)
             total = total + alpha * l_c1
             terms.update(l_c1=l_c1.detach(), bin_acc=correct / len(heads), alpha=alpha)
+            if out.centers is not None:
+                terms["in_window"] = inside / len(heads)
         if out.class_probs is not None:
             p = out.class_probs
             l_c2 = class_distance_loss(p)

@@ -15,6 +15,9 @@ Design (why it is not a literal transcription; measured in docs/RESULTS.md):
   reason the literal head trains badly.
 - Inference: argmax of the logits (no softmax), anchor = (k + 0.5)/K by arithmetic, the FD area from one class
   per LR sub-image gathered from a table of M half-widths, upsampled nearest: a few cheap ops per pixel.
+- fgd_head "window": the same prior head, but over the 2w+1 bins k0 + d (d in -w..w) around the regression's
+  own bin k0 = bin(I) instead of all K: per-pixel tensors of 2w+1 channels instead of K (the inference cost is
+  the memory traffic of those full-resolution tensors). The bins keep their absolute meaning (Eq. 1-2).
 """
 
 from __future__ import annotations
@@ -28,7 +31,19 @@ from torch import Tensor, nn
 from fgdsr.errors import UserError
 
 # fgd_head (TrainConfig): how logits and the offset are formed (see module docstring and docs/LOSS.md)
-FGD_HEADS = ("prior", "prior_offset", "literal")
+FGD_HEADS = ("prior", "prior_offset", "literal", "window")
+
+
+def window_halfwidth(cfg) -> int:
+    """w of fgd_head "window" (2w+1 candidate bins around bin(I)): (a_max + 1)/2 for the widest anchor area a_max.
+
+    a_max = max(cfg.areas) for fd (7 -> w = 4, 9 channels), cfg.static_area for cs/aux (5 -> w = 3, 7 channels).
+    Why one bin more than the widest area's half-width (a_max - 1)/2: an anchor at d <= (a_max - 1)/2 bins keeps
+    I's own bin inside its area, so the projection barely moves S; the outermost window bins are the moves that
+    exclude I's bin even for the widest area, i.e. that can change the output (docs/LOSS.md). Capped at K - 1.
+    """
+    widest = max(cfg.areas) if cfg.loss == "fd" else cfg.static_area
+    return int(min((widest + 1) // 2, cfg.bins - 1))
 
 
 @dataclass
@@ -37,7 +52,10 @@ class ModelOutput:
 
     images: regression images I_l (N, 1, H_l, W_l) of the trunk.
     outputs: supervised outputs S_l (N, 1, H_l, W_l): the anchor-area output at head levels, I_l elsewhere.
-    logits: (N, K, H_l, W_l) bin logits at head levels, None elsewhere.
+    logits: (N, K, H_l, W_l) bin logits at head levels, None elsewhere; fgd_head "window": (N, 2w+1, H_l, W_l),
+        channel j = the bin centers[l] + j - w (clamped to [0, K-1] when chosen).
+    centers: fgd_head "window" only: the window centre k0 = bin(I_l) per pixel, (N, 1, H_l, W_l) int64 (None
+        elsewhere or for the other heads); the loss maps the GT bin into the window with it.
     class_logits, class_probs: FD only, (N, M, ceil(h/P), ceil(w/P)) per LR sub-image of P = cfg.class_patch.
     """
 
@@ -46,6 +64,12 @@ class ModelOutput:
     logits: list[Tensor | None]
     class_logits: Tensor | None = None
     class_probs: Tensor | None = None
+    centers: list[Tensor | None] | None = None
+
+
+def bin_float(y: Tensor, bins: int) -> Tensor:
+    """`bin_index` as float32 (floor(clamp(y, 0, 1)*K), at most K-1): the inference graph stays in float."""
+    return (y.detach().float().clamp(0.0, 1.0) * bins).floor().clamp(max=bins - 1)
 
 
 def bin_index(y: Tensor, bins: int) -> Tensor:
@@ -53,7 +77,7 @@ def bin_index(y: Tensor, bins: int) -> Tensor:
 
     y: any shape, float in [0, 1] -> int64 of the same shape in [0, K-1].
     """
-    return (y.detach().float().clamp(0.0, 1.0) * bins).floor().long().clamp_(max=bins - 1)
+    return bin_float(y, bins).long()
 
 
 def anchor_value(k: Tensor, bins: int) -> Tensor:
@@ -138,12 +162,14 @@ class AnchorHead(nn.Module):
 
     logits = conv(F) - tau*|K*(I - A_k)| (a Laplace prior, I detached) for fgd_head prior/prior_offset; conv(F) for
     literal. F (N, C, H, W), I (N, 1, H, W) -> logits (N, K, H, W); offset (N, 1, H, W) or None.
+    window (`forward_window`): logits over the 2w+1 bins k0 + d around k0 = bin(I), (N, 2w+1, H, W).
     """
 
-    def __init__(self, channels: int, bins: int, kernel: int, mode: str) -> None:
+    def __init__(self, channels: int, bins: int, kernel: int, mode: str, window: int = 0) -> None:
         super().__init__()
-        self.bins, self.mode = bins, mode
-        self.cls = nn.Conv2d(channels, bins, kernel, padding=kernel // 2)
+        self.bins, self.mode, self.window = bins, mode, window
+        outputs = 2 * window + 1 if mode == "window" else bins
+        self.cls = nn.Conv2d(channels, outputs, kernel, padding=kernel // 2)
         self.use_prior = mode != "literal"
         if self.use_prior:
             # zero-init: at start the prior alone decides, i.e. argmax = the bin of the regression I
@@ -151,7 +177,10 @@ class AnchorHead(nn.Module):
             nn.init.zeros_(self.cls.bias)
             self.log_tau = nn.Parameter(torch.zeros(()))  # prior sharpness tau = exp(log_tau), starts at 1
             self.register_buffer("anchors", anchor_value(torch.arange(bins), bins).view(1, bins, 1, 1), False)
-        self.offset = nn.Conv2d(channels, 1, kernel, padding=kernel // 2) if mode != "prior" else None
+            # window: relative offsets d = -w..w of the candidate bins (float, one per logit channel)
+            self.register_buffer("deltas", torch.arange(-window, window + 1).float().view(1, -1, 1, 1), False)
+        has_offset = mode in ("prior_offset", "literal")
+        self.offset = nn.Conv2d(channels, 1, kernel, padding=kernel // 2) if has_offset else None
         if mode == "prior_offset" and self.offset is not None:
             nn.init.zeros_(self.offset.weight)  # zero-init: starts exactly at the "prior" design
             nn.init.zeros_(self.offset.bias)
@@ -164,6 +193,27 @@ class AnchorHead(nn.Module):
             logits = logits - (s * image.detach().float() - s * self.anchors).abs()
         off = self.offset(feat).float() if self.offset is not None else None
         return logits, off
+
+    def forward_window(self, feat: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Window logits (N, 2w+1, H, W) and the centre bin k0 = bin(I) (N, 1, H, W) as float32.
+
+        logit_d = conv(F)_d - tau*|K*(I - A_{k0+d})|. With A_{k0+d} = (k0 + d + 0.5)/K this is
+        -tau*|r - d|, r = K*I - k0 - 0.5 computed once on one channel: only the |tau*r - tau*d| pass and the conv
+        touch 2w+1 channels. Bins k0 + d outside [0, K-1] keep their virtual anchor (outside [0, 1]), so the prior
+        ranks them below the edge bin; if one is chosen anyway it is clamped to the edge bin (`window_bin`).
+        """
+        img = image.detach().float()
+        k0 = bin_float(img, self.bins)
+        tau = self.log_tau.exp()
+        r = img * self.bins - k0 - 0.5  # K*(I - A_k0) in bins, in [-0.5, 0.5) for I in [0, 1]
+        logits = self.cls(feat).float() - (tau * r - tau * self.deltas).abs()
+        return logits, k0
+
+
+def window_bin(logits: Tensor, k0: Tensor, window: int, bins: int) -> Tensor:
+    """Chosen absolute bin of a window head: clamp(k0 + argmax_j - w, 0, K-1), (N, 1, H, W) float32."""
+    j = logits.argmax(dim=1, keepdim=True).float()
+    return (k0 + j - window).clamp(0, bins - 1)
 
 
 class SRModel(nn.Module):
@@ -195,9 +245,10 @@ class SRModel(nn.Module):
             last = self.levels - 1
             self.head_levels = list(range(self.levels)) if cfg.head_levels == "all" else [last]
         channels = int(getattr(trunk, "feature_channels", cfg.channels))
+        self.window = window_halfwidth(cfg) if self.fgd_head == "window" else 0
         self.heads = nn.ModuleDict(
             {
-                str(lv): AnchorHead(channels, cfg.bins, cfg.head_kernel, self.fgd_head)
+                str(lv): AnchorHead(channels, cfg.bins, cfg.head_kernel, self.fgd_head, self.window)
                 for lv in self.head_levels
             }
         )
@@ -230,8 +281,13 @@ class SRModel(nn.Module):
         images, feats = self._pyramid(x)
         lv = self.levels - 1
         image = images[lv]
-        logits, off = self.heads[str(lv)](feats[lv], image)
-        k = logits.argmax(dim=1, keepdim=True)  # hard bin, no softmax at inference
+        head = self.heads[str(lv)]
+        if self.window:
+            logits, k0 = head.forward_window(feats[lv], image)
+            k, off = window_bin(logits, k0, self.window, self.bins), None
+        else:
+            logits, off = head(feats[lv], image)
+            k = logits.argmax(dim=1, keepdim=True)  # hard bin, no softmax at inference
         anchor = anchor_value(k, self.bins)
         if self.class_module is not None:
             cls = self.class_module.forward_padded(x).argmax(dim=1, keepdim=True)  # one area per sub-image
@@ -246,13 +302,19 @@ class SRModel(nn.Module):
         images, feats = self._pyramid(x)
         outputs: list[Tensor] = list(images)
         logits_all: list[Tensor | None] = [None] * len(images)
+        centers: list[Tensor | None] = [None] * len(images)
         class_logits = class_probs = None
         if self.class_module is not None:
             class_logits = self.class_module(x).float()
             class_probs = class_logits.softmax(dim=1)
         for lv in self.head_levels:
             image = images[lv]
-            logits, off = self.heads[str(lv)](feats[lv], image)
+            head = self.heads[str(lv)]
+            if self.window:
+                logits, k0 = head.forward_window(feats[lv], image)
+                off, centers[lv] = None, k0.long()
+            else:
+                logits, off = head(feats[lv], image)
             logits_all[lv] = logits
             if self.variant == "aux":
                 continue  # auxiliary classification only: the output stays the regression image
@@ -260,6 +322,8 @@ class SRModel(nn.Module):
                 if targets is None:
                     raise ValueError("anchor_source='gt' needs forward_train(x, targets)")
                 k = bin_index(targets[lv], self.bins)
+            elif self.window:
+                k = window_bin(logits.detach(), k0, self.window, self.bins)
             else:
                 k = logits.detach().argmax(dim=1, keepdim=True)
             anchor = anchor_value(k, self.bins)
@@ -271,4 +335,6 @@ class SRModel(nn.Module):
                 p = nearest_up(class_probs, self.cfg.class_patch * 2 ** (lv + 1), y.shape[-2], y.shape[-1])
                 half = self.halfwidths.view(1, -1, 1, 1)
                 outputs[lv] = (p * self._project(y, anchor, half, off)).sum(dim=1, keepdim=True)
-        return ModelOutput(images, outputs, logits_all, class_logits, class_probs)
+        return ModelOutput(
+            images, outputs, logits_all, class_logits, class_probs, centers if self.window else None
+        )
