@@ -64,7 +64,7 @@ def make_checkpoints(root: Path, names: list[str], overrides: dict, heads: list[
 def profile_fd(path: Path, hr: str, reps: int = 2) -> dict[str, float]:
     """Milliseconds of one fd forward split by part (torch eager, this CPU; min over `reps`)."""
     from fgdsr.checkpoint import load_model
-    from fgdsr.models.fgd import anchor_value
+    from fgdsr.models.fgd import anchor_value, channel_argmax
 
     model, cfg, _ = load_model(path)
     w, h = lr_size(parse_size(hr), cfg.scale)
@@ -91,7 +91,7 @@ def profile_fd(path: Path, hr: str, reps: int = 2) -> dict[str, float]:
             return c - head.log_tau.exp() * ((i.float() - head.anchors) * head.bins).abs()
 
         def choose(lg):
-            return lg.argmax(dim=1, keepdim=True)
+            return channel_argmax(lg)
 
     def clock(name: str, fn):
         t0 = time.perf_counter()

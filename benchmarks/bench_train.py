@@ -85,6 +85,7 @@ def bench_loader(args) -> dict[str, float]:
             "patch_size": args.patch,
             "workers": args.workers,
             "train_dataset": args.dataset,
+            "random_downscale": True,  # LapSRN's augmentation (the costlier path: a bicubic resize per sample)
         },
     )
     it = iter(make_train_loader(cfg, 0))

@@ -35,7 +35,9 @@ class TrainConfig:
     static_area: int = 5  # CS anchor area in bins
     head_levels: str = "last"  # classification head at the last pyramid level or at all levels
     head_kernel: int = 1  # 1x1 (cheap at inference) or 3x3 classification head
-    anchor_source: str = "pred"  # regression around the predicted bin (pred) or the GT bin (gt, teacher forcing)
+    anchor_source: str = (
+        "pred"  # regression around the predicted bin (pred) or the GT bin (gt, teacher forcing)
+    )
     # FGD head design (docs/LOSS.md): prior (logits = 1x1 head + a prior centred on the regression, S = the
     # regression projected into the area) | prior_offset (+ a zero-init learned offset) | literal (no prior, S =
     # anchor + h*tanh(offset head)) | window (the prior head over the 2w+1 bins around bin(I) instead of all K;
@@ -43,7 +45,9 @@ class TrainConfig:
     fgd_head: str = "prior"
     alpha: float = 1.0  # weight of L_c1 (Eq. 6)
     alpha_warmup_steps: int = 0  # linear warm-up of alpha from 0
-    beta: float = 5e-4  # weight of L_c2 (Eq. 4, 6); ClassSR's ratio: 0.1 collapses the Class-Module (RESULTS.md)
+    beta: float = (
+        5e-4  # weight of L_c2 (Eq. 4, 6); ClassSR's ratio: 0.1 collapses the Class-Module (RESULTS.md)
+    )
     gamma: float = 3e-3  # weight of ClassSR's average (balance) loss on the Class-Module (ClassSR's ratio)
     class_patch: int = 32  # LR sub-image size of the Class-Module (ClassSR: 32)
     charbonnier_eps: float = 1e-3  # LapSRN's robust L1; 0 = plain L1
@@ -86,9 +90,11 @@ def _coerce(name: str, value: Any) -> Any:
     hint = _HINTS[name]
     args = typing.get_args(hint)
     optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint) if args and (
-        typing.get_origin(hint) in (typing.Union, types.UnionType)
-    ) else hint
+    base = (
+        next((a for a in args if a is not type(None)), hint)
+        if args and (typing.get_origin(hint) in (typing.Union, types.UnionType))
+        else hint
+    )
     if isinstance(value, str):
         text = value.strip()
         if optional and text.lower() in ("none", "null", ""):

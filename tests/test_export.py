@@ -168,7 +168,9 @@ def test_export_from_mlflow_run_id(tmp_path, checkpoint, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    with mlflow.start_run() as run:
+    # an experiment of this store: earlier tests in the process may have left another store's experiment active
+    exp = mlflow.set_experiment("export-test")
+    with mlflow.start_run(experiment_id=exp.experiment_id) as run:
         mlflow.log_artifacts(str(checkpoint), artifact_path="checkpoints/best")
     mlflow.set_tracking_uri(None)
     runner = CliRunner()

@@ -9,7 +9,7 @@ from fgdsr.config import TrainConfig
 from fgdsr.errors import UserError
 from fgdsr.losses import build_loss
 from fgdsr.models import MODELS, SRModel, build_model
-from fgdsr.models.fgd import anchor_value, bin_index
+from fgdsr.models.fgd import anchor_value, bin_index, channel_argmax, window_bin, window_halfwidth
 
 
 def tiny(loss: str, scale: int = 4, **kw) -> TrainConfig:
@@ -124,14 +124,15 @@ def test_aux_forward_is_the_baseline():
     assert sum(p.numel() for p in aux.trunk.parameters()) == sum(p.numel() for p in base.parameters())
 
 
+@pytest.mark.parametrize("fgd_head", ["prior", "window"])
 @pytest.mark.parametrize("loss", ["cs", "fd"])
-def test_init_from_baseline_starts_at_baseline_output(loss):
+def test_init_from_baseline_starts_at_baseline_output(loss, fgd_head):
     """With zero-init heads the predicted bin is the regression's own: S = A + h tanh((I-A)/h), |I - A| <= 1/2K.
 
     Max deviation h*(x - tanh x), x = 1/(area) <= 1/3: 5.6e-4 (area 3), 2.1e-4 (area 5), 1.1e-4 (area 7).
     """
     base = make("l1")
-    model = make(loss, seed=3)
+    model = make(loss, seed=3, fgd_head=fgd_head)
     model.trunk.load_state_dict(base.trunk.state_dict())  # what train.py's --init-from does
     x = torch.rand(2, 1, 24, 24)
     with torch.no_grad():
@@ -165,6 +166,9 @@ def test_param_count_of_the_heads():
     assert n["cs"] - n["l1"] == 64 * 32 + 32 + 1  # 1x1 head + tau
     class_module = 16 * 128 + 128 + 3 * (128 * 128 + 128) + 128 * 32 + 32 + 32 * 3 + 3
     assert n["fd"] - n["cs"] == class_module
+    win = {loss: build_model(TrainConfig(loss=loss, fgd_head="window")) for loss in ("cs", "fd")}
+    assert sum(p.numel() for p in win["cs"].parameters()) - n["l1"] == 64 * 7 + 7 + 1  # w = 3
+    assert sum(p.numel() for p in win["fd"].parameters()) - n["l1"] == 64 * 9 + 9 + 1 + class_module  # w = 4
 
 
 @pytest.mark.slow
@@ -183,13 +187,14 @@ def test_torch_export_dynamic_shapes_cs():
 
 
 @pytest.mark.slow
-def test_onnx_dynamo_export_fd_matches_onnxruntime(tmp_path):
+@pytest.mark.parametrize("fgd_head", ["prior", "window"])
+def test_onnx_dynamo_export_fd_matches_onnxruntime(tmp_path, fgd_head):
     """The FD inference graph (Class-Module, argmax, gather, tanh) exports with symbolic N/H/W; ORT == torch."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from torch.export import Dim
 
-    model = make("fd")
+    model = make("fd", fgd_head=fgd_head)
     with torch.no_grad():
         model.heads["1"].cls.weight.normal_(
             0, 0.5
@@ -215,3 +220,119 @@ def test_onnx_dynamo_export_fd_matches_onnxruntime(tmp_path):
         got = sess.run(None, {"lr": z.numpy()})[0]
         assert got.shape == ref.shape
         assert abs(got - ref).max() < 1e-5
+
+
+# ------------------------------------------------------------------------------------ fgd_head "window"
+def test_window_halfwidth_from_the_widest_area():
+    assert window_halfwidth(tiny("fd")) == 4  # areas 3/5/7: (7 + 1)/2, 9 channels
+    assert window_halfwidth(tiny("cs")) == 3  # static area 5: 7 channels
+    assert window_halfwidth(tiny("aux")) == 3
+    assert window_halfwidth(tiny("fd", areas=[3, 9])) == 5
+    assert window_halfwidth(tiny("cs", bins=4, static_area=9)) == 3  # capped at K - 1
+
+
+def test_channel_argmax_is_argmax_with_first_max_on_ties():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 3, (2, 9, 7, 5), generator=g).float()  # many ties
+    assert torch.equal(channel_argmax(x), x.argmax(dim=1, keepdim=True))
+
+
+def test_window_logits_by_brute_force():
+    """logit_d = conv(F)_d - tau*|K*(I - A_{k0+d})| with A the (virtual, unclamped) anchor (k0 + d + 0.5)/K."""
+    model = make("cs", fgd_head="window")
+    head = model.heads["1"]
+    with torch.no_grad():
+        head.cls.weight.normal_(0, 1.0)
+        head.cls.bias.normal_(0, 1.0)
+        head.log_tau.fill_(0.3)
+    g = torch.Generator().manual_seed(2)
+    feat = torch.randn(1, 8, 5, 6, generator=g)
+    image = torch.rand(1, 1, 5, 6, generator=g) * 1.4 - 0.2  # also outside [0, 1]
+    with torch.no_grad():
+        logits, k0 = head.forward_window(feat, image)
+        conv = head.cls(feat)
+    w, k = 3, 32
+    assert logits.shape == (1, 2 * w + 1, 5, 6)
+    assert torch.equal(k0.long(), bin_index(image, k))
+    tau = torch.exp(torch.tensor(0.3))
+    for j in range(2 * w + 1):
+        anchor = (k0 + (j - w) + 0.5) / k
+        want = conv[:, j : j + 1] - tau * (k * (image - anchor)).abs()
+        assert torch.allclose(logits[:, j : j + 1], want, atol=1e-4)
+    chosen = window_bin(logits, k0, w, k)
+    assert torch.equal(chosen, (k0 + logits.argmax(1, keepdim=True) - w).clamp(0, k - 1))
+    assert ((chosen - k0).abs() <= w).all() and chosen.min() >= 0 and chosen.max() <= k - 1
+
+
+@pytest.mark.parametrize("loss", ["cs", "fd"])
+def test_window_zero_init_is_the_prior_head(loss):
+    """Zero-init: both heads choose bin(I) (the Laplace prior's maximum), so the outputs are identical."""
+    prior = make(loss, seed=3)
+    window = make(loss, seed=3, fgd_head="window")
+    same = {k: v for k, v in prior.state_dict().items() if not k.startswith("heads.1.cls")}
+    window.load_state_dict(same, strict=False)  # trunk, tau (+ Class-Module); the head convs differ in shape
+    x = torch.rand(2, 1, 24, 40) * 1.2 - 0.1  # regression partly outside [0, 1]
+    with torch.no_grad():
+        assert torch.equal(window(x), prior(x))
+        out = window.forward_train(x)
+    assert out.logits[-1].shape[1] == 2 * window.window + 1
+    assert torch.equal(out.centers[-1], bin_index(out.images[-1], 32))
+    assert torch.equal(window_bin(out.logits[-1], out.centers[-1].float(), window.window, 32).long(),
+                       out.centers[-1])  # fmt: skip
+
+
+def test_window_inference_equals_hard_training_path():
+    """fd + window: forward (hard) == forward_train (one-hot P); the bin stays within w of bin(I); S in its area."""
+    model = make("fd", fgd_head="window")
+    x = torch.rand(1, 1, 36, 40)
+    w = model.window
+    for cls in range(3):
+        with torch.no_grad():
+            model.class_module.fc.weight.zero_()
+            model.class_module.fc.bias.copy_(torch.full((3,), -200.0))
+            model.class_module.fc.bias[cls] = 200.0
+            model.heads["1"].cls.weight.normal_(0, 100.0)  # features are ~1e-3 in this untrained trunk
+            model.heads["1"].cls.bias.zero_()
+            model.heads["1"].cls.bias[w + 1] = 0.5  # favour d = +1 where I is in the upper half of its bin
+            out = model.forward_train(x)
+            y = model(x)
+        assert torch.allclose(out.outputs[-1], y, atol=1e-6)
+        k = window_bin(out.logits[-1], out.centers[-1].float(), w, 32)
+        moved = k != out.centers[-1]
+        assert moved.any() and ((k - out.centers[-1]).abs() <= w).all()
+        half = model.halfwidths[cls].item()
+        assert ((y - anchor_value(k, 32)).abs() <= half + 1e-6).all()
+
+
+@pytest.mark.parametrize("loss", ["cs", "fd"])
+def test_window_gradients_reach_head_tau_trunk(loss):
+    model = make(loss, fgd_head="window", gamma=0.1).train()
+    x = torch.rand(2, 1, 20, 36)
+    out = model.forward_train(x)
+    total, terms = build_loss(model.cfg)(out, targets_for(out), step=1)
+    total.backward()
+    head = model.heads["1"]
+    params = {"head": head.cls.weight, "tau": head.log_tau, "trunk_first": model.trunk.input_conv.weight,
+              "trunk_last": model.trunk.levels[-1].convs[0].weight}  # fmt: skip
+    if loss == "fd":
+        params["class_module_first"] = model.class_module.body[0].weight
+    for name, p in params.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert head.offset is None
+    assert 0.0 <= terms["in_window"] <= 1.0 and "bin_acc" in terms
+
+
+@pytest.mark.slow
+def test_window_torch_export_dynamic_shapes():
+    from torch.export import Dim, export
+
+    model = make("cs", fgd_head="window")
+    with torch.no_grad():
+        model.heads["1"].cls.weight.normal_(0, 0.5)
+    x = torch.rand(2, 1, 40, 36)
+    n, h, w = Dim("n", min=1, max=8), Dim("h", min=8, max=512), Dim("w", min=8, max=512)
+    ep = export(model, (x,), dynamic_shapes={"x": {0: n, 2: h, 3: w}})
+    for shape in [(1, 1, 33, 47), (3, 1, 64, 20)]:
+        z = torch.rand(shape)
+        with torch.no_grad():
+            assert torch.allclose(ep.module()(z), model(z), atol=1e-6)

@@ -120,3 +120,52 @@ def test_mismatched_targets_raise():
         build_loss(TrainConfig())(out, [torch.zeros(1, 1, 8, 8)])
     with pytest.raises(ValueError):
         build_loss(TrainConfig())(out, t + t)
+
+
+def test_window_cross_entropy_by_hand():
+    """fgd_head window: CE over the 2w+1 window bins; a GT bin outside the window targets the nearest edge."""
+    cfg = TrainConfig(loss="cs", bins=8, alpha=1.0, charbonnier_eps=0.0)
+    # w = 1 (3 channels), two pixels: window centres k0 = 3 and 2; GT bins 3 (inside, j = 1) and 7 (outside
+    # above -> edge j = 2); logits (0, ln 2, 0) at both -> q = (1/4, 1/2, 1/4)
+    logits = torch.tensor([0.0, math.log(2), 0.0]).view(1, 3, 1, 1).repeat(1, 1, 1, 2)
+    centers = torch.tensor([3, 2]).view(1, 1, 1, 2)
+    t_last = torch.tensor([3.5 / 8, 7.2 / 8]).view(1, 1, 1, 2)
+    t_first = torch.zeros(1, 1, 1, 1)
+    out = ModelOutput(images=[t_first, t_last], outputs=[t_first, t_last], logits=[None, logits],
+                      centers=[None, centers])  # fmt: skip
+    total, terms = build_loss(cfg)(out, [t_first, t_last])
+    want = (-math.log(1 / 2) - math.log(1 / 4)) / 2
+    assert terms["l_c1"] == pytest.approx(want, rel=1e-6)
+    assert terms["in_window"] == pytest.approx(0.5)
+    assert terms["bin_acc"] == pytest.approx(0.5)  # pixel 1: chosen 3 + 1 - 1 = 3 = GT; pixel 2: 2 != 7
+    assert total.item() == pytest.approx(want, rel=1e-6)
+    # below the window: GT bin 0, centre 5 -> edge j = 0; chosen bin at the lower range edge is clamped to 0
+    logits = torch.tensor([5.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    t_last = torch.tensor([0.01]).view(1, 1, 1, 1)
+    for k0, acc in ((5, 0.0), (0, 1.0)):  # centre 0: argmax j = 0 -> bin -1 -> clamped to 0 = GT
+        out = ModelOutput(images=[t_first, t_last], outputs=[t_first, t_last], logits=[None, logits],
+                          centers=[None, torch.tensor([k0]).view(1, 1, 1, 1)])  # fmt: skip
+        _, terms = build_loss(cfg)(out, [t_first, t_last])
+        assert terms["bin_acc"] == acc
+        edge = 0 if k0 == 5 else 1  # k0 = 0: GT bin 0 is inside, j = 1
+        assert terms["l_c1"] == pytest.approx(
+            -torch.log_softmax(logits[0, :, 0, 0], 0)[edge].item(), rel=1e-6
+        )
+
+
+def test_window_also_supervises_the_regression_image():
+    """fgd_head window: L adds the Charbonnier of I at the head level (l_i), so I keeps a gradient (LOSS.md)."""
+    cfg = TrainConfig(loss="cs", bins=8, alpha=0.0, charbonnier_eps=0.0)
+    t_first, t_last = torch.zeros(1, 1, 1, 1), torch.full((1, 1, 1, 2), 0.5)
+    image = torch.tensor([0.1, 0.8]).view(1, 1, 1, 2).requires_grad_()
+    out = ModelOutput(images=[t_first, image], outputs=[t_first, t_last], logits=[None, torch.zeros(1, 3, 1, 2)],
+                      centers=[None, torch.tensor([4, 4]).view(1, 1, 1, 2)])  # fmt: skip
+    total, terms = build_loss(cfg)(out, [t_first, t_last])
+    assert terms["l_i"] == pytest.approx((0.4 + 0.3) / 2)
+    assert total.item() == pytest.approx(terms["l_r"] + terms["l_i"])
+    total.backward()
+    assert torch.allclose(image.grad, torch.tensor([-0.5, 0.5]).view(1, 1, 1, 2))  # d mean|I - T| / dI
+    # the K-bin heads (no centres) keep Eq. 5 as it was: no l_i
+    _, terms = build_loss(cfg)(ModelOutput(images=out.images, outputs=out.outputs, logits=[None, None]),
+                               [t_first, t_last])  # fmt: skip
+    assert "l_i" not in terms

@@ -270,7 +270,7 @@ def _bicubic_psnr(folder, scale: int) -> float:
 def test_overfits_one_image_beats_bicubic(tmp_path, loss):
     """A tiny model overfits one built-in image and beats bicubic by > 1 dB on it within a CPU minute.
 
-    Measured for l1 on a loaded machine: +1.31 dB at step 300, +1.76 dB at 400, 13 s of CPU time (one thread).
+    Measured (seed 0, one thread): l1 +1.76 dB, cs +1.59, fd +1.47 at step 400, 13-19 s of CPU time each.
     The CPU time is printed, not asserted (timings belong in docs/BENCHMARKS.md, not in unit tests).
     """
     import resource
@@ -287,6 +287,7 @@ def test_overfits_one_image_beats_bicubic(tmp_path, loss):
             "patch_size": 32,
             "batch_size": 8,
             "lr": 5e-3,
+            "alpha": 0.1,  # alpha = 1 at this lr: the CE gradient wrecks the shared trunk (cs 19.3 dB, fd 23.1)
             "lr_schedule": "step",
             "random_downscale": False,
             "max_steps": 400,

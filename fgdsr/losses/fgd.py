@@ -14,6 +14,10 @@ from torch import Tensor, nn
 from fgdsr.losses.charbonnier import charbonnier
 from fgdsr.models.fgd import ModelOutput, bin_index
 
+# fgd_head "window": what L_c1 does with a GT bin outside the 2w+1-bin window. "edge" (used): the nearest window
+# edge is the target; "ignore": such pixels are left out of L_c1 (the ablation in docs/RESULTS.md).
+OUT_OF_WINDOW = "edge"
+
 
 def class_distance_loss(probs: Tensor) -> Tensor:
     """L_c2 = -sum_{i<j} |P_i - P_j| (Eq. 4) per sub-image, averaged over sub-images.
@@ -74,8 +78,23 @@ class FGDLoss(nn.Module):
                 raise ValueError(f"output {tuple(s.shape)} and target {tuple(t.shape)} differ")
             l_r = l_r + charbonnier(s, t, self.eps)
         total = l_r
+        l_i = None
+        if out.centers is not None and self.variant != "aux":
+            # fgd_head window: the candidate bins are centred on bin(I), so I must stay a good regression on its
+            # own. S = A + h*tanh((I - A)/h) gives I no gradient once I is far outside the area; with the K-bin
+            # head the classifier can still reach the GT bin, with the window it cannot (w bins at most): I
+            # then drifts away and the model collapses (3 of 4 runs at lr 5e-3, docs/RESULTS.md). So I is also
+            # supervised at the head levels, as LapSRN supervises every level's image (training only).
+            l_i = sum(
+                charbonnier(img, t, self.eps)
+                for img, t, c in zip(out.images, targets, out.centers, strict=True)
+                if c is not None
+            )
+            total = total + l_i
         # detached tensors, turned into floats with one device sync at the end (not one .item() per term)
         terms: dict[str, Tensor | float] = {"l_r": l_r.detach()}
+        if l_i is not None:
+            terms["l_i"] = l_i.detach()
         centers = out.centers or [None] * len(out.logits)
         heads = [(lg, t, c) for lg, t, c in zip(out.logits, targets, centers, strict=True) if lg is not None]
         if heads and self.variant != "l1":
@@ -93,7 +112,10 @@ class FGDLoss(nn.Module):
                     w = (logits.shape[1] - 1) // 2
                     rel = gt - k0[:, 0] + w
                     inside = inside + ((rel >= 0) & (rel <= 2 * w)).float().mean()
-                    target = rel.clamp(0, 2 * w)
+                    if OUT_OF_WINDOW == "ignore":  # -100: cross_entropy's ignore_index
+                        target = rel.masked_fill((rel < 0) | (rel > 2 * w), -100)
+                    else:
+                        target = rel.clamp(0, 2 * w)
                     pred = (k0[:, 0] + logits.detach().argmax(dim=1) - w).clamp(0, self.bins - 1)
                 ce = ce + F.cross_entropy(logits.float(), target)  # Eq. 3, mean over pixels
                 correct = correct + (pred == gt).float().mean()  # absolute bins for every head

@@ -210,9 +210,18 @@ class AnchorHead(nn.Module):
         return logits, k0
 
 
+def channel_argmax(logits: Tensor) -> Tensor:
+    """argmax over dim 1, keepdim: (N, C, H, W) -> (N, 1, H, W) int64, the first maximum on ties (as argmax).
+
+    `max(dim).indices` rather than `argmax`: same result, but torch's CPU argmax over the channel dim of an NCHW
+    tensor is a slow strided reduction (720p, 9 channels: 118 vs 32 ms; 32 channels: 173 vs 117 ms, 2 threads).
+    """
+    return logits.max(dim=1, keepdim=True).indices
+
+
 def window_bin(logits: Tensor, k0: Tensor, window: int, bins: int) -> Tensor:
     """Chosen absolute bin of a window head: clamp(k0 + argmax_j - w, 0, K-1), (N, 1, H, W) float32."""
-    j = logits.argmax(dim=1, keepdim=True).float()
+    j = channel_argmax(logits).float()
     return (k0 + j - window).clamp(0, bins - 1)
 
 
@@ -287,7 +296,7 @@ class SRModel(nn.Module):
             k, off = window_bin(logits, k0, self.window, self.bins), None
         else:
             logits, off = head(feats[lv], image)
-            k = logits.argmax(dim=1, keepdim=True)  # hard bin, no softmax at inference
+            k = channel_argmax(logits)  # hard bin, no softmax at inference
         anchor = anchor_value(k, self.bins)
         if self.class_module is not None:
             cls = self.class_module.forward_padded(x).argmax(dim=1, keepdim=True)  # one area per sub-image
@@ -325,7 +334,7 @@ class SRModel(nn.Module):
             elif self.window:
                 k = window_bin(logits.detach(), k0, self.window, self.bins)
             else:
-                k = logits.detach().argmax(dim=1, keepdim=True)
+                k = channel_argmax(logits.detach())
             anchor = anchor_value(k, self.bins)
             y = image.float()
             if class_probs is None:
