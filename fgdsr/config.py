@@ -43,11 +43,11 @@ class TrainConfig:
     # anchor + h*tanh(offset head)) | window (the prior head over the 2w+1 bins around bin(I) instead of all K;
     # w = (widest area + 1)/2, cheaper at inference). Added by the FGD-loss engineers; validated in fgdsr.models.fgd.
     fgd_head: str = "prior"
-    alpha: float = 1.0  # weight of L_c1 (Eq. 6)
+    # weight of L_c1 (Eq. 6); 1.0 costs 0.7 dB at lr 5e-3: the CE gradient through F damages the trunk (RESULTS.md)
+    alpha: float = 0.1
     alpha_warmup_steps: int = 0  # linear warm-up of alpha from 0
-    beta: float = (
-        5e-4  # weight of L_c2 (Eq. 4, 6); ClassSR's ratio: 0.1 collapses the Class-Module (RESULTS.md)
-    )
+    # weight of L_c2 (Eq. 4, 6); ClassSR's ratio: 0.1 collapses the Class-Module (RESULTS.md)
+    beta: float = 5e-4
     gamma: float = 3e-3  # weight of ClassSR's average (balance) loss on the Class-Module (ClassSR's ratio)
     class_patch: int = 32  # LR sub-image size of the Class-Module (ClassSR: 32)
     charbonnier_eps: float = 1e-3  # LapSRN's robust L1; 0 = plain L1
