@@ -159,20 +159,30 @@ def parse_set_args(items: list[str] | None) -> dict[str, str]:
     return changes
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config (None: the shipped tiny CPU config) and apply overrides."""
+def read_yaml_mapping(path: Path, not_found: str, expected: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (empty file: {}); one-line UserErrors otherwise.
+
+    not_found: the whole message for a missing file; expected: what the mapping should hold (for the message).
+    Shared by training configs, search spaces (orchestrator/space.py) and pipeline configs.
+    """
     import yaml
 
-    path = Path(path) if path is not None else CONFIG_DIR / "tiny.yaml"
     if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+        raise UserError(not_found)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else "syntax error"
         raise UserError(f"{path}: not valid YAML ({first})") from e
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of config fields at the top level")
+        raise UserError(f"{path}: expected a mapping {expected}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (None: the shipped tiny CPU config) and apply overrides."""
+    path = Path(path) if path is not None else CONFIG_DIR / "tiny.yaml"
+    data = read_yaml_mapping(path, f"config file not found: {path}", "of config fields at the top level")
     cfg = apply_overrides(TrainConfig(), data)
     return apply_overrides(cfg, overrides or {})
 

@@ -79,19 +79,14 @@ def load_pipeline_config(
     path: str | Path | None = None, space: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> PipelineConfig:
     """Read and validate a pipeline YAML (None: the shipped CPU demo), with a `--space` file and `--set` fields."""
-    import yaml
-
-    from fgdsr.config import load_config
+    from fgdsr.config import load_config, read_yaml_mapping
 
     src = Path(path) if path is not None else DEMO_CONFIG
-    if not src.is_file():
-        raise UserError(f"--config {src}: file not found; pass a pipeline YAML like fgdsr/configs/demo.yaml")
-    try:
-        data = yaml.safe_load(src.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{src}: not valid YAML ({str(e).splitlines()[0]})") from e
-    if not isinstance(data, dict):
-        raise UserError(f"{src}: expected a mapping with keys {', '.join(TOP_KEYS)}")
+    data = read_yaml_mapping(
+        src,
+        f"--config {src}: file not found; pass a pipeline YAML like fgdsr/configs/demo.yaml",
+        f"with keys {', '.join(TOP_KEYS)}",
+    )
     unknown = sorted(set(data) - set(TOP_KEYS))
     if unknown:
         raise UserError(f"{src}: unknown keys {unknown}; a pipeline config has {', '.join(TOP_KEYS)}")

@@ -54,16 +54,15 @@ def encode(value: Any) -> Any:
 
 def load_space(path: str | Path | None = None) -> SearchSpace:
     """Read and validate a search-space YAML (None: the shipped default)."""
-    import yaml
+    from fgdsr.config import read_yaml_mapping
 
     path = Path(path) if path is not None else DEFAULT_SPACE
-    if not path.is_file():
-        raise UserError(f"--space {path}: file not found; pass a YAML like fgdsr/configs/space.yaml")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
-    if not isinstance(data, dict) or not isinstance(data.get("space", {}), dict):
+    data = read_yaml_mapping(
+        path,
+        f"--space {path}: file not found; pass a YAML like fgdsr/configs/space.yaml",
+        "with a 'space:' mapping of config fields",
+    )
+    if not isinstance(data.get("space", {}), dict):
         raise UserError(f"{path}: expected a mapping with a 'space:' mapping of config fields")
     unknown_top = set(data) - {"space", "asha"}
     if unknown_top:
