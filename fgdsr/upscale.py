@@ -19,13 +19,13 @@ Outputs are PNG (lossless) named `<stem>_x<scale>.png` (`.tif` for 16-bit), writ
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fgdsr.atomic import atomic_path
 from fgdsr.errors import UserError
 
 if TYPE_CHECKING:
@@ -153,14 +153,8 @@ def read_for_upscale(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

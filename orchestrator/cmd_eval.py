@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
 import typer
 
+from fgdsr.atomic import save_figure_atomic, write_text_atomic
 from fgdsr.errors import UserError
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _safe(name: str) -> str:
@@ -113,15 +107,11 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
                 cells.append(f"{e['delta_psnr']:.6f}" if "delta_psnr" in e else "")
             lines.append(",".join(f'"{c}"' if "," in c else c for c in cells))
         path = out / f"{_safe(r['dataset'])}_x{r['scale']}_{_safe(r['method'])}.csv"
-        _atomic_write_text(path, "\n".join(lines) + "\n")
+        write_text_atomic(path, "\n".join(lines) + "\n")
         written.append(path)
 
     def save(fig, path: Path) -> None:
-        tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}{path.suffix}")
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        os.replace(tmp, path)
-        written.append(path)
+        written.append(save_figure_atomic(fig, path, dpi=120, bbox_inches="tight"))
 
     for (dataset, scale), rs in groups.items():
         fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -156,7 +146,7 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
             ax.grid(alpha=0.3)
             save(fig, out / f"{_safe(dataset)}_x{scale}_entropy_dpsnr.png")
     path = out / "results.json"
-    _atomic_write_text(path, json.dumps(_json_ready(report), indent=1) + "\n")
+    write_text_atomic(path, json.dumps(_json_ready(report), indent=1) + "\n")
     written.append(path)
     return written
 

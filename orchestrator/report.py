@@ -7,20 +7,10 @@ tables can be tested on hand-made rows and the same numbers appear in Markdown, 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` atomically (temp file in the same folder + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+from fgdsr.atomic import write_text_atomic  # noqa: F401  (re-exported: pipeline/reproduce use report.write_text_atomic)
 
 
 def fmt(value: Any, digits: int = 2) -> str:

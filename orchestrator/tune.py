@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fgdsr.atomic import write_text_atomic
 from fgdsr.config import CONFIG_DIR, TrainConfig, load_config
 from fgdsr.errors import UserError
 from orchestrator import space as space_mod
@@ -329,10 +330,7 @@ def _state_file(opts: TuneOptions) -> Path:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def _searcher(opts: TuneOptions, space: space_mod.SearchSpace, concurrency: int):

@@ -172,11 +172,10 @@ def test_param_count_of_the_heads():
 
 
 @pytest.mark.slow
-def test_torch_export_dynamic_shapes_cs():
-    """cs through torch.export with symbolic N/H/W (fd: the ONNX test below, which exports the same way)."""
+def _assert_exports_with_dynamic_shapes(model) -> None:
+    """torch.export with symbolic N/H/W; the exported program equals the eager model at two other shapes."""
     from torch.export import Dim, export
 
-    model = make("cs")
     x = torch.rand(2, 1, 40, 36)
     n, h, w = Dim("n", min=1, max=8), Dim("h", min=8, max=512), Dim("w", min=8, max=512)
     ep = export(model, (x,), dynamic_shapes={"x": {0: n, 2: h, 3: w}})
@@ -184,6 +183,13 @@ def test_torch_export_dynamic_shapes_cs():
         z = torch.rand(shape)
         with torch.no_grad():
             assert torch.allclose(ep.module()(z), model(z), atol=1e-6)
+
+
+def test_torch_export_dynamic_shapes_cs():
+    """cs through torch.export with symbolic N/H/W (fd: the ONNX test below, which exports the same way)."""
+
+    model = make("cs")
+    _assert_exports_with_dynamic_shapes(model)
 
 
 @pytest.mark.slow
@@ -324,15 +330,8 @@ def test_window_gradients_reach_head_tau_trunk(loss):
 
 @pytest.mark.slow
 def test_window_torch_export_dynamic_shapes():
-    from torch.export import Dim, export
 
     model = make("cs", fgd_head="window")
     with torch.no_grad():
         model.heads["1"].cls.weight.normal_(0, 0.5)
-    x = torch.rand(2, 1, 40, 36)
-    n, h, w = Dim("n", min=1, max=8), Dim("h", min=8, max=512), Dim("w", min=8, max=512)
-    ep = export(model, (x,), dynamic_shapes={"x": {0: n, 2: h, 3: w}})
-    for shape in [(1, 1, 33, 47), (3, 1, 64, 20)]:
-        z = torch.rand(shape)
-        with torch.no_grad():
-            assert torch.allclose(ep.module()(z), model(z), atol=1e-6)
+    _assert_exports_with_dynamic_shapes(model)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from fgdsr.atomic import save_figure_atomic
 from trt.sidecar import write_bytes_atomic, write_json_atomic
 
 
@@ -134,12 +134,7 @@ def bar_chart(result: dict[str, Any], path: str | Path) -> Path:
         f"{result['method']['backend']} {result['method']['precision']}: latency x{result['ratios']['latency']:.3f}"
     )
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure_atomic(fig, path, dpi=120)
 
 
 def write_report(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
