@@ -2,11 +2,13 @@
 
 Full-size = the official layout, depth 10, 64 channels; random weights (latency does not depend on them).
 Each pair runs through `trt.bench.run_benchmark` (interleaved rounds, the same code as `fgdsr benchmark`), on
-the torch and onnxruntime backends. With --profile, torch's profiler splits one fd forward into trunk, K-bin
-head, argmax/gather/tanh and Class-Module time, to show where FD's extra cost goes.
+the torch, torch-compile and onnxruntime backends. With --profile, one eager fd forward is split into trunk,
+K-bin head (prior + GEMM + argmax), projection and Class-Module time, to show where FD's extra cost goes; with
+--kernels, torch's profiler lists the top ops/kernels (device time on CUDA) of l1 and each candidate on the
+torch / torch-compile backends.
 
-    .venv/bin/python benchmarks/bench_latency.py [--hr-size 1280x720] [--iters 6] [--profile] [--json out.json]
-        [--fgd-head prior,window] [--device cpu|cuda] [--precision fp32|fp16] [--threads N]
+    .venv/bin/python benchmarks/bench_latency.py [--hr-size 1280x720] [--iters 6] [--profile] [--kernels]
+        [--json out.json] [--fgd-head prior,window] [--device cpu|cuda] [--precision fp32|fp16] [--threads N]
 
 --fgd-head takes a comma list: each cs/fd variant is built once per head (named e.g. `fd:window`), every pair
 against the same l1 checkpoint, so `--variants fd --fgd-head prior,window` compares both FD heads in one run.
@@ -64,34 +66,15 @@ def make_checkpoints(root: Path, names: list[str], overrides: dict, heads: list[
 def profile_fd(path: Path, hr: str, reps: int = 2) -> dict[str, float]:
     """Milliseconds of one fd forward split by part (torch eager, this CPU; min over `reps`)."""
     from fgdsr.checkpoint import load_model
-    from fgdsr.models.fgd import anchor_value, channel_argmax
+    from fgdsr.models.fgd import anchor_value, window_to_bin
 
     model, cfg, _ = load_model(path)
     w, h = lr_size(parse_size(hr), cfg.scale)
     x = torch.rand(1, 1, h, w)
     lv = model.levels - 1
     head = model.heads[str(lv)]
+    k_ch = f"{head.cls.out_channels} ch"
     best: dict[str, float] = {}
-    if model.window:  # fgd_head window: the same parts over 2w+1 channels (AnchorHead.forward_window)
-        from fgdsr.models.fgd import bin_float, window_bin
-
-        k_ch = f"{2 * model.window + 1} ch"
-
-        def prior(c, i):
-            k0 = bin_float(i, head.bins)
-            r = i.float() * head.bins - k0 - 0.5
-            return c - (head.log_tau.exp() * (r - head.deltas)).abs(), k0
-
-        def choose(lg):
-            return window_bin(lg[0], lg[1], model.window, model.bins)
-    else:
-        k_ch = f"{head.bins} ch"
-
-        def prior(c, i):
-            return c - head.log_tau.exp() * ((i.float() - head.anchors) * head.bins).abs()
-
-        def choose(lg):
-            return channel_argmax(lg)
 
     def clock(name: str, fn):
         t0 = time.perf_counter()
@@ -99,21 +82,62 @@ def profile_fd(path: Path, hr: str, reps: int = 2) -> dict[str, float]:
         best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t0) * 1e3)
         return out
 
+    def choose(j, k0):
+        return window_to_bin(j, k0, model.window, model.bins) if model.window else j
+
     with torch.inference_mode():
         model(x)  # warm-up
         for _ in range(reps):
             images, feats = clock("trunk (LapSRN pyramid)", lambda: model._pyramid(x))
             f, img = feats[lv], images[lv]
-            conv = clock(f"head conv 1x1 64->{k_ch} at HR", lambda f=f: head.cls(f).float())
-            logits = clock(f"prior -tau*|K(I-A)| over {k_ch} at HR", lambda c=conv, i=img: prior(c, i))
-            k = clock(f"argmax over {k_ch} at HR", lambda lg=logits: choose(lg))
+            # AnchorHead.infer: prior over the channels, pixel-major GEMM, argmax (what SRModel.forward runs)
+            j, k0 = clock(
+                f"head: prior + GEMM 64->{k_ch} + argmax at HR", lambda f=f, i=img: head.infer(f, i)
+            )
             clock("anchor + projection (1 ch at HR)",
-                  lambda i=img, k=k: model._project(i, anchor_value(k, model.bins), model.halfwidths[0], None))  # fmt: skip
+                  lambda i=img, k=choose(j, k0): model._project(i, anchor_value(k, model.bins), model.halfwidths[0],
+                                                                 None))  # fmt: skip
             if model.class_module is not None:
                 clock("Class-Module (LR, 32x32 sub-images)", lambda: model.class_module(x))
             clock("whole fd forward", lambda: model(x))
             clock("l1 trunk forward (for reference)", lambda: model.trunk(x))
     return best
+
+
+def kernel_table(path: Path, hr: str, backend: str, device: str, reps: int = 5, top: int = 15) -> list[dict]:
+    """torch's profiler over `reps` forwards of one checkpoint on torch / torch-compile: the `top` ops by self time.
+
+    On CUDA the device time of each kernel (inductor's fused Triton kernels, cuDNN/cuBLAS calls), on CPU the
+    host time; ms and calls are per forward. Compare an l1 and an fd table to see which kernels FD adds.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from fgdsr.checkpoint import load_model
+
+    model, cfg, _ = load_model(path)
+    w, h = lr_size(parse_size(hr), cfg.scale)
+    model = model.to(device).eval()
+    fn = torch.compile(model, dynamic=False) if backend == "torch-compile" else model
+    x = torch.rand(1, 1, h, w, device=device)
+    cuda = device.startswith("cuda")
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.inference_mode():
+        for _ in range(3):  # compile and warm up outside the profile
+            fn(x)
+        if cuda:
+            torch.cuda.synchronize()
+        with profile(activities=acts) as prof:
+            for _ in range(reps):
+                fn(x)
+            if cuda:
+                torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        if us > 0:
+            rows.append({"op": e.key[:80], "ms": us / 1e3 / reps, "calls": e.count / reps})
+    rows.sort(key=lambda r: -r["ms"])
+    return rows[:top]
 
 
 def main() -> None:
@@ -132,6 +156,8 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also print the top ops/kernels of l1 and each candidate on each torch backend")  # fmt: skip
     ap.add_argument("--json", help="write all results here")
     args = ap.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
@@ -175,6 +201,13 @@ def main() -> None:
             print(f"profile {name} (torch eager, cpu):")
             for k, v in results[key].items():
                 print(f"  {k:45s} {v:8.1f} ms")
+        for backend in [b for b in args.backends.split(",") if b.startswith("torch")] if args.kernels else []:
+            for name in ["l1", *names]:
+                rows = kernel_table(ckpts[name], args.hr_size, backend, args.device)
+                results.setdefault("kernels", {})[f"{backend}/{name}"] = rows
+                print(f"top ops, {name} on {backend} ({args.device}), ms per forward:")
+                for r in rows:
+                    print(f"  {r['ms']:9.3f} ms  x{r['calls']:5.1f}  {r['op']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -335,3 +335,40 @@ def test_window_torch_export_dynamic_shapes():
     with torch.no_grad():
         model.heads["1"].cls.weight.normal_(0, 0.5)
     _assert_exports_with_dynamic_shapes(model)
+
+
+@pytest.mark.parametrize(
+    "fgd_head,kernel,dtype",
+    [("prior", 1, torch.float32), ("prior_offset", 1, torch.float32), ("literal", 1, torch.float32),
+     ("window", 1, torch.float32), ("prior", 3, torch.float32), ("prior", 1, torch.float64)],
+)  # fmt: skip
+def test_head_infer_is_the_argmax_of_the_training_logits(fgd_head, kernel, dtype):
+    """AnchorHead.infer (pixel-major GEMM for a 1x1 head on float32, else conv) picks a maximal logit of forward's.
+
+    Compared by value, not index: GEMM and conv sum in different orders, so an exact tie may resolve differently.
+    """
+    model = make("fd", fgd_head=fgd_head, head_kernel=kernel)
+    head = model.heads["1"].to(dtype)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        head.cls.weight.copy_(torch.randn(head.cls.weight.shape, generator=g) * 0.3)
+        head.cls.bias.copy_(torch.randn(head.cls.bias.shape, generator=g))
+        if head.use_prior:
+            head.log_tau.fill_(-0.5)  # weaker prior: the conv decides at many pixels
+        feat = torch.randn(2, 8, 9, 13, generator=g, dtype=dtype)
+        image = (torch.rand(2, 1, 9, 13, generator=g) * 1.2 - 0.1).to(dtype)
+        if fgd_head == "window":
+            logits, k0_ref = head.forward_window(feat, image)
+        else:
+            (logits, _), k0_ref = head(feat, image), None
+        j, k0 = head.infer(feat, image)
+    assert j.shape == (2, 1, 9, 13) and j.dtype == torch.float32
+    assert (k0 is None) == (k0_ref is None) and (k0 is None or torch.equal(k0, k0_ref))
+    chosen = logits.gather(1, j.long())
+    assert torch.allclose(chosen, logits.max(dim=1, keepdim=True).values, atol=1e-5)
+    # traced (torch.compile, torch.export): the plain-GEMM branch; dynamo's "eager" backend runs it without codegen
+    with torch.no_grad():
+        j_traced, _ = torch.compile(head.infer, backend="eager", fullgraph=True)(feat, image)
+    assert torch.allclose(logits.gather(1, j_traced.long()), chosen, atol=1e-5)
+    plain = channel_argmax(logits)
+    assert (plain != bin_index(image.float(), 32)).float().mean() > 0.2  # the head, not the prior, decides often

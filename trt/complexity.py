@@ -87,6 +87,9 @@ def profile(model, lr_hw: tuple[int, int], batch: int = 1, device: str = "meta")
     model = model.to(device)
     param_ids = {id(p): p for p in model.parameters()}
     used: dict[int, torch.Tensor] = {}
+    # views of parameters (a 1x1 head's weight reshaped for a GEMM, fgd.AnchorHead.infer): a matmul on one is a
+    # layer's matmul. Kept as objects, not just ids, so that no id is reused by a freed tensor mid-count.
+    weight_views: dict[int, torch.Tensor] = {}
     ran_modules: list[torch.nn.Module] = []
     hooks = [m.register_forward_pre_hook(lambda mod, _a: ran_modules.append(mod)) for m in model.modules()]
 
@@ -124,7 +127,7 @@ def profile(model, lr_hw: tuple[int, int], batch: int = 1, device: str = "meta")
                     {"weight": list(w.shape), "input": list(x.shape), "output": list(out.shape),
                      "transposed": transposed, "true": true, "naive": naive}
                 )  # fmt: skip
-            elif func in matmul_ops and any(id(t) in param_ids for t in flat_in):
+            elif func in matmul_ops and any(id(t) in param_ids or id(t) in weight_views for t in flat_in):
                 # a layer's matmul (nn.Linear); a matmul with no parameter (the bicubic resize of SRCNN/VDSR
                 # inputs, x3 outputs) is interpolation, counted as element-wise work below
                 a, b = (args[1], args[2]) if func in (aten.addmm.default, aten.baddbmm.default) else args[:2]
@@ -133,7 +136,12 @@ def profile(model, lr_hw: tuple[int, int], batch: int = 1, device: str = "meta")
                 tally["naive"] += macs
                 convs.append({"weight": list(b.shape), "input": list(a.shape), "output": list(out.shape),
                               "transposed": False, "true": macs, "naive": macs})  # fmt: skip
-            elif not getattr(func, "is_view", False) and func not in _FREE_OPS:
+            elif getattr(func, "is_view", False):
+                if any(id(t) in param_ids or id(t) in weight_views for t in flat_in) and isinstance(
+                    out, torch.Tensor
+                ):
+                    weight_views[id(out)] = out
+            elif func not in _FREE_OPS:
                 sizes = [t.numel() for t in flat_in]
                 sizes += [
                     t.numel() for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)

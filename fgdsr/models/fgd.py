@@ -185,12 +185,28 @@ class AnchorHead(nn.Module):
             nn.init.zeros_(self.offset.weight)  # zero-init: starts exactly at the "prior" design
             nn.init.zeros_(self.offset.bias)
 
+    def _prior(self, image: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """The prior as |u - c_j| per channel j: (u (N, 1, H, W), c (1, C_out, 1, 1), k0 or None); None for literal.
+
+        prior: u = s*I, c_k = s*A_k with s = tau*K, i.e. tau*|K*(I - A_k)|, one channel per bin k.
+        window: u = tau*r, c_d = tau*d with r = K*I - k0 - 0.5, i.e. tau*|K*(I - A_{k0+d})| (`forward_window`).
+        """
+        if not self.use_prior:
+            return None, None, None
+        img = image.detach().float()
+        tau = self.log_tau.exp()
+        if self.mode == "window":
+            k0 = bin_float(img, self.bins)
+            return tau * (img * self.bins - k0 - 0.5), tau * self.deltas, k0
+        s = tau * self.bins
+        return s * img, s * self.anchors, None
+
     def forward(self, feat: Tensor, image: Tensor) -> tuple[Tensor, Tensor | None]:
         logits = self.cls(feat).float()
-        if self.use_prior:
-            # tau*|K*(I - A_k)| = |s*I - s*A_k| with s = tau*K > 0: two K-channel passes instead of four
-            s = self.log_tau.exp() * self.bins
-            logits = logits - (s * image.detach().float() - s * self.anchors).abs()
+        u, c, _ = self._prior(image)
+        if u is not None:
+            # |s*I - s*A_k| with s = tau*K > 0: two K-channel passes instead of four
+            logits = logits - (u - c).abs()
         off = self.offset(feat).float() if self.offset is not None else None
         return logits, off
 
@@ -202,12 +218,40 @@ class AnchorHead(nn.Module):
         touch 2w+1 channels. Bins k0 + d outside [0, K-1] keep their virtual anchor (outside [0, 1]), so the prior
         ranks them below the edge bin; if one is chosen anyway it is clamped to the edge bin (`window_bin`).
         """
-        img = image.detach().float()
-        k0 = bin_float(img, self.bins)
-        tau = self.log_tau.exp()
-        r = img * self.bins - k0 - 0.5  # K*(I - A_k0) in bins, in [-0.5, 0.5) for I in [0, 1]
-        logits = self.cls(feat).float() - (tau * r - tau * self.deltas).abs()
-        return logits, k0
+        u, c, k0 = self._prior(image)
+        return self.cls(feat).float() - (u - c).abs(), k0
+
+    def infer(self, feat: Tensor, image: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Inference: the argmax channel j (N, 1, H, W) float32 of `forward`'s / `forward_window`'s logits, and k0.
+
+        For a 1x1 head on float32 features the 1x1 conv is written as the GEMM it is, W (C_out, C) @ F (C, H*W),
+        channel-major (a pixel-major GEMM with 9 output columns, fgd_head window, hit a slow BLAS path: 260 vs
+        37 ms). Eager, the prior and bias start the GEMM's accumulator (`baddbmm`, beta = -1), so the C_out-channel
+        map is written once instead of four times; traced (torch.compile, torch.export for ONNX), a plain GEMM
+        whose element-wise epilogue and argmax the compiler fuses. Same numbers as conv + prior in `forward`. Why
+        not the conv: on a 2-core CPU at 720p mkldnn's NCHW 1x1 conv 64->32 alone took 186 ms, the GEMM 75 ms;
+        the head went from 360 to 157 ms eager and 137 to 92 ms compiled (docs/BENCHMARKS.md, "The head as one
+        GEMM"). A 3x3 head or fp16 features (the prior must stay float32) use conv + prior.
+        """
+        u, c, k0 = self._prior(image)
+        if self.cls.kernel_size != (1, 1) or feat.dtype != torch.float32:
+            logits = self.cls(feat).float()
+            if u is not None:
+                logits = logits - (u - c).abs()
+            return channel_argmax(logits).float(), k0
+        n, ch, h, w = feat.shape
+        bias = self.cls.bias.view(1, -1, 1)
+        weight = self.cls.weight.view(1, -1, ch).expand(n, -1, -1)  # (N, C_out, C), a view
+        dist = None if u is None else (u.reshape(n, 1, h * w) - c.view(1, -1, 1)).abs_()  # (N, C_out, H*W)
+        if torch.compiler.is_compiling() or dist is None:
+            # traced (torch.compile; torch.export -> ONNX Runtime / TensorRT): a plain GEMM, and the compiler fuses
+            # bias, prior and argmax into one reduction pass over its output
+            logits = torch.bmm(weight, feat.flatten(2)) + bias
+            logits = logits if dist is None else logits - dist
+        else:
+            # eager: nothing fuses, so the prior and bias go into the GEMM's accumulator (beta = -1), in place
+            logits = dist.sub_(bias).baddbmm_(weight, feat.flatten(2), beta=-1)  # W F + b - prior
+        return channel_argmax(logits).view(n, 1, h, w).float(), k0
 
 
 def channel_argmax(logits: Tensor) -> Tensor:
@@ -219,10 +263,14 @@ def channel_argmax(logits: Tensor) -> Tensor:
     return logits.max(dim=1, keepdim=True).indices
 
 
+def window_to_bin(j: Tensor, k0: Tensor, window: int, bins: int) -> Tensor:
+    """Absolute bin of window channel j: clamp(k0 + j - w, 0, K-1); j, k0 (N, 1, H, W) float32 -> float32."""
+    return (k0 + j - window).clamp(0, bins - 1)
+
+
 def window_bin(logits: Tensor, k0: Tensor, window: int, bins: int) -> Tensor:
     """Chosen absolute bin of a window head: clamp(k0 + argmax_j - w, 0, K-1), (N, 1, H, W) float32."""
-    j = channel_argmax(logits).float()
-    return (k0 + j - window).clamp(0, bins - 1)
+    return window_to_bin(channel_argmax(logits).float(), k0, window, bins)
 
 
 class SRModel(nn.Module):
@@ -291,12 +339,9 @@ class SRModel(nn.Module):
         lv = self.levels - 1
         image = images[lv]
         head = self.heads[str(lv)]
-        if self.window:
-            logits, k0 = head.forward_window(feats[lv], image)
-            k, off = window_bin(logits, k0, self.window, self.bins), None
-        else:
-            logits, off = head(feats[lv], image)
-            k = channel_argmax(logits)  # hard bin, no softmax at inference
+        j, k0 = head.infer(feats[lv], image)  # hard argmax, no softmax at inference
+        k = window_to_bin(j, k0, self.window, self.bins) if self.window else j
+        off = head.offset(feats[lv]).float() if head.offset is not None else None
         anchor = anchor_value(k, self.bins)
         if self.class_module is not None:
             cls = self.class_module.forward_padded(x).argmax(dim=1, keepdim=True)  # one area per sub-image
