@@ -366,9 +366,11 @@ def test_head_infer_is_the_argmax_of_the_training_logits(fgd_head, kernel, dtype
     assert (k0 is None) == (k0_ref is None) and (k0 is None or torch.equal(k0, k0_ref))
     chosen = logits.gather(1, j.long())
     assert torch.allclose(chosen, logits.max(dim=1, keepdim=True).values, atol=1e-5)
-    # traced (torch.compile, torch.export): the plain-GEMM branch; dynamo's "eager" backend runs it without codegen
+    # traced (torch.compile, torch.export): the conv branch; dynamo's "eager" backend runs it without codegen
     with torch.no_grad():
         j_traced, _ = torch.compile(head.infer, backend="eager", fullgraph=True)(feat, image)
     assert torch.allclose(logits.gather(1, j_traced.long()), chosen, atol=1e-5)
     plain = channel_argmax(logits)
-    assert (plain != bin_index(image.float(), 32)).float().mean() > 0.2  # the head, not the prior, decides often
+    assert (
+        plain != bin_index(image.float(), 32)
+    ).float().mean() > 0.2  # the head, not the prior, decides often

@@ -224,17 +224,18 @@ class AnchorHead(nn.Module):
     def infer(self, feat: Tensor, image: Tensor) -> tuple[Tensor, Tensor | None]:
         """Inference: the argmax channel j (N, 1, H, W) float32 of `forward`'s / `forward_window`'s logits, and k0.
 
-        For a 1x1 head on float32 features the 1x1 conv is written as the GEMM it is, W (C_out, C) @ F (C, H*W),
-        channel-major (a pixel-major GEMM with 9 output columns, fgd_head window, hit a slow BLAS path: 260 vs
-        37 ms). Eager, the prior and bias start the GEMM's accumulator (`baddbmm`, beta = -1), so the C_out-channel
-        map is written once instead of four times; traced (torch.compile, torch.export for ONNX), a plain GEMM
-        whose element-wise epilogue and argmax the compiler fuses. Same numbers as conv + prior in `forward`. Why
-        not the conv: on a 2-core CPU at 720p mkldnn's NCHW 1x1 conv 64->32 alone took 186 ms, the GEMM 75 ms;
-        the head went from 360 to 157 ms eager and 137 to 92 ms compiled (docs/BENCHMARKS.md, "The head as one
-        GEMM"). A 3x3 head or fp16 features (the prior must stay float32) use conv + prior.
+        Eager, for a 1x1 head on float32 features: the 1x1 conv written as the GEMM it is, W (C_out, C) @ F (C, H*W)
+        with the prior and bias in the accumulator (`baddbmm_`, beta = -1), so the full-resolution C_out-channel
+        map is written once and read once by the argmax instead of passing through four element-wise kernels; on a
+        2-core CPU at 720p the head went from 360 to ~155 ms (mkldnn's NCHW 1x1 conv 64->32 alone: 186 ms, the
+        GEMM: 75 ms). Traced (torch.compile, torch.export for ONNX Runtime / TensorRT) and for a 3x3 head or fp16
+        features: conv + prior, as in `forward`: the compiler fuses prior and argmax into one pass and picks the
+        conv's memory layout, which measured faster there than any GEMM form (docs/BENCHMARKS.md, "The head as one
+        GEMM"). Channel-major (C_out, H*W) because a pixel-major GEMM with 9 output columns (fgd_head window)
+        hit a slow BLAS path (260 vs 37 ms). Same logits either way, up to summation order.
         """
         u, c, k0 = self._prior(image)
-        if self.cls.kernel_size != (1, 1) or feat.dtype != torch.float32:
+        if self.cls.kernel_size != (1, 1) or feat.dtype != torch.float32 or torch.compiler.is_compiling():
             logits = self.cls(feat).float()
             if u is not None:
                 logits = logits - (u - c).abs()
@@ -242,14 +243,11 @@ class AnchorHead(nn.Module):
         n, ch, h, w = feat.shape
         bias = self.cls.bias.view(1, -1, 1)
         weight = self.cls.weight.view(1, -1, ch).expand(n, -1, -1)  # (N, C_out, C), a view
-        dist = None if u is None else (u.reshape(n, 1, h * w) - c.view(1, -1, 1)).abs_()  # (N, C_out, H*W)
-        if torch.compiler.is_compiling() or dist is None:
-            # traced (torch.compile; torch.export -> ONNX Runtime / TensorRT): a plain GEMM, and the compiler fuses
-            # bias, prior and argmax into one reduction pass over its output
-            logits = torch.bmm(weight, feat.flatten(2)) + bias
-            logits = logits if dist is None else logits - dist
+        if u is None:  # literal: no prior
+            logits = torch.baddbmm(bias, weight, feat.flatten(2))
         else:
-            # eager: nothing fuses, so the prior and bias go into the GEMM's accumulator (beta = -1), in place
+            # |u - c| - b in one (N, C_out, H*W) buffer, then the GEMM into it (in place: indices carry no gradient)
+            dist = (u.reshape(n, 1, h * w) - c.view(1, -1, 1)).abs_()
             logits = dist.sub_(bias).baddbmm_(weight, feat.flatten(2), beta=-1)  # W F + b - prior
         return channel_argmax(logits).view(n, 1, h, w).float(), k0
 
