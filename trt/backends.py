@@ -95,6 +95,9 @@ class TorchBackend(Backend):
         host = torch.rand(self.shape, generator=gen)
         self.cuda = device.startswith("cuda")
         if self.cuda:
+            # fixed shapes: let cuDNN time its algorithms per convolution once (as TensorRT times tactics) rather
+            # than take its heuristic pick; the warm-up absorbs the search. Process-wide, like trtexec's build.
+            torch.backends.cudnn.benchmark = True
             self.h_in = host.pin_memory()
             self.x = host.to(device, self.dtype)
             self.h_out = None

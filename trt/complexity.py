@@ -95,7 +95,8 @@ def profile(model, lr_hw: tuple[int, int], batch: int = 1, device: str = "meta")
 
     aten = torch.ops.aten
     conv_ops = {aten.convolution.default}
-    matmul_ops = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
+    accumulate_ops = {aten.addmm.default, aten.baddbmm.default, aten.baddbmm_.default}  # (input, a, b)
+    matmul_ops = {aten.mm.default, aten.bmm.default, *accumulate_ops}
     tally = {"true": 0, "naive": 0, "elementwise": 0}
     by_op: dict[str, int] = defaultdict(int)
     convs: list[dict[str, Any]] = []
@@ -130,7 +131,7 @@ def profile(model, lr_hw: tuple[int, int], batch: int = 1, device: str = "meta")
             elif func in matmul_ops and any(id(t) in param_ids or id(t) in weight_views for t in flat_in):
                 # a layer's matmul (nn.Linear); a matmul with no parameter (the bicubic resize of SRCNN/VDSR
                 # inputs, x3 outputs) is interpolation, counted as element-wise work below
-                a, b = (args[1], args[2]) if func in (aten.addmm.default, aten.baddbmm.default) else args[:2]
+                a, b = (args[1], args[2]) if func in accumulate_ops else args[:2]
                 macs = a.numel() * b.shape[-1]
                 tally["true"] += macs
                 tally["naive"] += macs
