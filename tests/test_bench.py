@@ -232,3 +232,25 @@ def test_psnr_through_the_backend(checkpoints, ort_report):
     ort = OrtBackend(ort_report[0] / "models" / "baseline-fp32.onnx", shape)
     via_ort = accuracy(BackendUpscaler(ort, 4), "builtin-eval", 4, None, max_images=2)
     assert via_ort["psnr"] == pytest.approx(ref["psnr"], abs=0.01)
+
+
+@pytest.mark.slow
+def test_cli_benchmark_torch_compile_matches_eager(checkpoints):
+    """torch-compile (real inductor): the JSON schema, and the compiled fd model (traced head: conv + prior) gives
+    eager's output (GEMM head) up to argmax ties."""
+    res = CliRunner().invoke(app, ["benchmark", "--baseline", str(checkpoints["l1"]), "--candidate",
+                                   str(checkpoints["fd"]), "--backend", "torch-compile", "--hr-size", "96x64",
+                                   "--dataset", "none", "--json", *FAST])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    _check_schema(json.loads(res.stdout), "torch-compile")
+
+    from fgdsr.checkpoint import load_model
+
+    model, _, _ = load_model(checkpoints["fd"])
+    with torch.no_grad():
+        model.heads[str(model.levels - 1)].cls.weight.normal_(0, 50.0)  # let the head move bins (tiny features)
+        x = torch.rand(2, 1, 16, 24, generator=torch.Generator().manual_seed(3))
+        eager = model(x)
+        compiled = torch.compile(model, dynamic=False)(x)
+    differ = ((eager - compiled).abs() > 1e-4).float().mean().item()
+    assert differ <= 1e-3, differ
