@@ -248,7 +248,9 @@ def test_cli_benchmark_torch_compile_matches_eager(checkpoints):
 
     model, _, _ = load_model(checkpoints["fd"])
     with torch.no_grad():
-        model.heads[str(model.levels - 1)].cls.weight.normal_(0, 50.0)  # let the head move bins (tiny features)
+        model.heads[str(model.levels - 1)].cls.weight.normal_(
+            0, 50.0
+        )  # let the head move bins (tiny features)
         x = torch.rand(2, 1, 16, 24, generator=torch.Generator().manual_seed(3))
         eager = model(x)
         compiled = torch.compile(model, dynamic=False)(x)
