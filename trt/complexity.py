@@ -135,7 +135,8 @@ def profile(model, lr_hw: tuple[int, int], batch: int = 1, device: str = "meta")
                 macs = a.numel() * b.shape[-1]
                 tally["true"] += macs
                 tally["naive"] += macs
-                convs.append({"weight": list(b.shape), "input": list(a.shape), "output": list(out.shape),
+                w, x = (a, b) if id(a) in param_ids or id(a) in weight_views else (b, a)  # x @ W or W @ F
+                convs.append({"weight": list(w.shape), "input": list(x.shape), "output": list(out.shape),
                               "transposed": False, "true": macs, "naive": macs})  # fmt: skip
             elif getattr(func, "is_view", False):
                 if any(id(t) in param_ids or id(t) in weight_views for t in flat_in) and isinstance(
