@@ -2,7 +2,10 @@
 # Issue 5's GPU checks as one prepared run, for a lent NVIDIA machine (its python3 has torch with CUDA, onnx and
 # the CPU onnxruntime; no TensorRT, no onnxruntime-gpu: see docs/BENCHMARKS.md, "What a lent GPU can run here").
 #
-#   bash benchmarks/gpu_check.sh OUT_DIR [ITERS]      # ~6-8 min on an H100/H200 at ITERS=60
+#   bash benchmarks/gpu_check.sh OUT_DIR [ITERS]
+#
+# Not run yet (the task that wrote it had no GPU). One device call may last 600 s: if the three steps do not fit
+# (each model also compiles once for torch-compile), lower ITERS (default 60) or run the steps in two calls.
 #
 # Writes OUT_DIR/{machine.txt, latency-fp32.*, latency-fp16.*, kernels.*}: fd/l1 (prior and window heads) and
 # aux/l1 latency ratios at 720p x4 on torch eager and torch-compile (interleaved rounds, bootstrap CIs), fp32 and
