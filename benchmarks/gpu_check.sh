@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 5's GPU checks as one prepared run, for a lent NVIDIA machine (its python3 has torch with CUDA, onnx and
-# the CPU onnxruntime; no TensorRT, no onnxruntime-gpu: see docs/BENCHMARKS.md, "What a lent GPU can run here").
+# the CPU onnxruntime; no TensorRT, no onnxruntime-gpu: see docs/BENCHMARKS.md, "What a lent GPU can run in this workplace").
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR [ITERS]
 #
