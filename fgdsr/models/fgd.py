@@ -227,12 +227,12 @@ class AnchorHead(nn.Module):
         Eager, for a 1x1 head on float32 features: the 1x1 conv written as the GEMM it is, W (C_out, C) @ F (C, H*W)
         with the prior and bias in the accumulator (`baddbmm_`, beta = -1), so the full-resolution C_out-channel
         map is written once and read once by the argmax instead of passing through four element-wise kernels; on a
-        2-core CPU at 720p the head went from 360 to ~155 ms (mkldnn's NCHW 1x1 conv 64->32 alone: 186 ms, the
-        GEMM: 75 ms). Traced (torch.compile, torch.export for ONNX Runtime / TensorRT) and for a 3x3 head or fp16
-        features: conv + prior, as in `forward`: the compiler fuses prior and argmax into one pass and picks the
+        2-core CPU at 720p the head took 144 ms instead of 419 ms as conv + prior (benchmarks/bench_head.py).
+        Traced (torch.compile, torch.export for ONNX Runtime / TensorRT) and for a 3x3 head or fp16 features:
+        conv + prior, as in `forward`: the compiler fuses prior and argmax into one pass and picks the
         conv's memory layout, which measured faster there than any GEMM form (docs/BENCHMARKS.md, "The head as one
         GEMM"). Channel-major (C_out, H*W) because a pixel-major GEMM with 9 output columns (fgd_head window)
-        hit a slow BLAS path (260 vs 37 ms). Same logits either way, up to summation order.
+        hit a slow BLAS path (269 vs 57 ms). Same logits either way, up to summation order.
         """
         u, c, k0 = self._prior(image)
         if self.cls.kernel_size != (1, 1) or feat.dtype != torch.float32 or torch.compiler.is_compiling():
