@@ -292,8 +292,10 @@ def train(
         provenance["init_from"] = str(cfg.init_from)
         provenance["init_from_meta"] = ck.read_meta(cfg.init_from).get("provenance", {})
         provenance["init_kept"] = report["kept_init"]
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr_at(cfg, 0), weight_decay=cfg.weight_decay)
+    # Parameter groups come from the model (fgdsr.models.fgd.SRModel.optim_groups): the Class-Module is its own
+    # group (its own Adam eps and lr scale, docs/LOSS.md); every group's lr is lr_at(step) * its "lr_scale".
+    groups = model.optim_groups()
+    optimizer = torch.optim.Adam(groups, lr=lr_at(cfg, 0), weight_decay=cfg.weight_decay)
     wrapper = _TrainForward.wrap(model)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
 
@@ -357,7 +359,7 @@ def train(
     while step < cfg.max_steps and not stop:
         lr_now = lr_at(cfg, step)
         for group in optimizer.param_groups:
-            group["lr"] = lr_now
+            group["lr"] = lr_now * group.get("lr_scale", 1.0)
         for micro in range(cfg.grad_accum):
             lr_batch, targets = stream.next()
             sync = micro == cfg.grad_accum - 1

@@ -322,6 +322,20 @@ class SRModel(nn.Module):
         y = anchor if self.fgd_head == "literal" else image.float()
         return area_offset(y, anchor, half, off)
 
+    def optim_groups(self) -> list[dict]:
+        """Adam parameter groups: {"name", "params", "lr_scale"[, "eps"]}; train.py sets lr = lr_at(step) * lr_scale.
+
+        The Class-Module (FD) is a group of its own so that its optimiser settings can differ from the trunk's
+        (docs/LOSS.md, "Eq. 4 and Fig. 4").
+        """
+        cm = [p for p in self.class_module.parameters() if p.requires_grad] if self.class_module else []
+        own = {id(p) for p in cm}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in own]
+        groups = [{"name": "trunk", "params": rest, "lr_scale": 1.0}]
+        if cm:
+            groups.append({"name": "class_module", "params": cm, "lr_scale": 1.0})
+        return groups
+
     def load_baseline(self, state: dict[str, Tensor]) -> None:
         """Load a baseline trunk state (keys with or without a `trunk.` prefix); heads keep their init."""
         prefix = "trunk."
