@@ -206,14 +206,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def read_config(path: str | Path) -> TrainConfig:
     """The TrainConfig stored in a checkpoint (unknown or invalid fields: one line naming config.json)."""
-    from fgdsr.config import TrainConfig, apply_overrides
+    from fgdsr.config import config_from_dict
 
     file = _check_dir(path) / CONFIG
-    data = _read_json(file)
-    try:
-        return apply_overrides(TrainConfig(), data)
-    except UserError as e:
-        raise UserError(f"{file}: {e}; was it written by another fgdsr version?") from e
+    return config_from_dict(_read_json(file), str(file))
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

@@ -148,6 +148,18 @@ def apply_overrides(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
     return out
 
 
+def config_from_dict(data: dict[str, Any], source: str) -> TrainConfig:
+    """The one way to rebuild a TrainConfig from stored values (a checkpoint's config.json, a sidecar, a Tune trial).
+
+    Every key must be a known field with a valid value: anything else is a one-line UserError naming `source`
+    (a file or record written by another fgdsr version is refused, never silently reinterpreted).
+    """
+    try:
+        return apply_overrides(TrainConfig(), data)
+    except UserError as e:
+        raise UserError(f"{source}: {e}; was it written by another fgdsr version?") from e
+
+
 def parse_set_args(items: list[str] | None) -> dict[str, str]:
     """`["lr=1e-4", "loss=fd"]` -> `{"lr": "1e-4", "loss": "fd"}` (values converted later by type)."""
     changes: dict[str, str] = {}

@@ -122,11 +122,11 @@ def trial_main(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     import ray
     from accelerate import Accelerator
 
-    from fgdsr.config import TrainConfig, apply_overrides
+    from fgdsr.config import apply_overrides, config_from_dict
     from fgdsr.train import train
     from orchestrator.tracking import TrialRun
 
-    cfg = apply_overrides(TrainConfig(**sweep["base"]), config)
+    cfg = apply_overrides(config_from_dict(sweep["base"], "the sweep's base config"), config)
     work = Path(ctx.get_trial_dir()) / "train"
     resume, meta = _restore(tune.get_checkpoint(), work)
     facts = _gpu_facts()
@@ -209,14 +209,16 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     import ray.train as ray_train
     from accelerate import Accelerator
 
-    from fgdsr.config import TrainConfig, apply_overrides
+    from fgdsr.config import apply_overrides, config_from_dict
     from fgdsr.train import train
     from orchestrator.tracking import TrialRun
 
     sweep = loop_config["sweep"]
     ctx = ray_train.get_context()
     rank = ctx.get_world_rank()
-    cfg = apply_overrides(TrainConfig(**sweep["base"]), loop_config["overrides"])
+    cfg = apply_overrides(
+        config_from_dict(sweep["base"], "the sweep's base config"), loop_config["overrides"]
+    )
     # each rank restores the checkpoint into its own folder (train(resume=True) reads it on every rank)
     work = Path(tempfile.gettempdir()) / f"fgdsr-{loop_config['trial_id']}-rank{rank}"
     resume, meta = _restore(ray_train.get_checkpoint(), work)

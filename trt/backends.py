@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fgdsr.config import config_from_dict
 from fgdsr.errors import UserError
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "tensorrt")
@@ -210,16 +211,6 @@ class TensorRTBackend(Backend):
         self.runner.close()
 
 
-def config_from_dict(data: dict[str, Any]):
-    """A TrainConfig from a sidecar's stored config (unknown keys from other fgdsr versions are dropped)."""
-    import dataclasses
-
-    from fgdsr.config import TrainConfig, apply_overrides
-
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return apply_overrides(TrainConfig(), {k: v for k, v in data.items() if k in known})
-
-
 def open_backend(
     source,
     backend: str,
@@ -251,7 +242,7 @@ def open_backend(
     if backend == "onnxruntime":
         onnx_path, meta = _as_onnx(source, precision, workdir, role)
         info["onnx"] = str(onnx_path)
-        cfg = config_from_dict(meta.get("config", {}))
+        cfg = config_from_dict(meta.get("config", {}), f"{source.label} (sidecar config)")
         return OrtBackend(onnx_path, shape, device, threads, meta["precision"]), cfg, info
     # tensorrt
     from trt.engine import build_engine, read_engine_meta
@@ -269,7 +260,7 @@ def open_backend(
         profile = Profile((1, 1, 8, 8), tuple(shape), (n, 1, max(h, 640), max(w, 640)))
         meta = build_engine(onnx_path, engine_path, profile, timing_cache=workdir / "timing.cache")
     info["engine"] = str(engine_path)
-    cfg = config_from_dict(meta.get("config", {}))
+    cfg = config_from_dict(meta.get("config", {}), f"{source.label} (sidecar config)")
     return TensorRTBackend(engine_path, shape, cuda_graph=cuda_graph), cfg, info
 
 
