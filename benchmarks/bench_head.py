@@ -22,7 +22,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from fgdsr.config import TrainConfig  # noqa: E402
 from fgdsr.models import build_model  # noqa: E402
-from fgdsr.models.fgd import channel_argmax  # noqa: E402
+from fgdsr.models.fgd import channel_argmax, window_to_bin  # noqa: E402
 from trt.shapes import parse_size  # noqa: E402
 
 
@@ -53,6 +53,17 @@ def pixel_major(feat, u, c, w, b):
     dist = (u.reshape(n, h * wd, 1) - c.view(1, 1, -1)).abs_().sub_(b.view(1, 1, -1))
     logits = dist.baddbmm_(feat.flatten(2).transpose(1, 2), w.t().expand(n, -1, -1), beta=-1)
     return logits.max(dim=2).indices.view(n, 1, h, wd)
+
+
+def prior_operands(mod, image):
+    """(u, c, k0) with prior = |u - c| per channel: u = tau*pos(I), c = tau*(k + 0.5) (prior head) or u = tau*r,
+    c = tau*d with r = pos(I) - k0 - 0.5 (window head; k0 = bin(I)); k0 None for the prior head."""
+    tau = mod.log_tau.exp()
+    pos = mod.grid.position(image)
+    if mod.window:
+        k0 = mod.grid.index_float(image)
+        return tau * (pos - k0 - 0.5), tau * mod.deltas, k0
+    return tau * pos, tau * mod.centres, None
 
 
 FORMS = {"conv+prior": conv_prior, "gemm, prior in acc": gemm_acc, "gemm, then prior": gemm_then_prior,
@@ -93,16 +104,22 @@ def main() -> None:
         mod = model.heads[str(model.levels - 1)]
         with torch.no_grad():
             mod.cls.weight.normal_(0, 0.1, generator=g)
-            u, c, _ = mod._prior(image)
+            u, c, k0 = prior_operands(mod, image)
         w, b = mod.cls.weight.detach().flatten(1), mod.cls.bias.detach()
         ref = None
         for name, form in [*FORMS.items(), ("shipped (AnchorHead.infer)", None)]:
-            fn = (lambda f, i, m=mod: m.infer(f, i)[0]) if form is None else form
+            fn = (lambda f, i, m=mod: m.infer(f, i)) if form is None else form
             fargs = (feat, image) if form is None else (feat, u, c, w, b)
             for mode in modes:
                 run = torch.compile(fn, dynamic=False) if mode == "compiled" else fn
                 ms, out = clock(run, fargs, args.reps)
-                out = out.long()
+                # compare absolute bins: the forms give the argmax channel, the shipped head the anchor
+                if form is None:
+                    out = mod.grid.index(out)
+                else:
+                    out = (
+                        window_to_bin(out.float(), k0, mod.window, mod.bins).long() if k0 is not None else out
+                    )
                 ref = out if ref is None else ref
                 agree = (out == ref).float().mean().item()
                 print(f"  {head:6s} K={w.shape[0]:2d}  {name:28s} {mode:8s} {ms:8.1f}  (argmax agreement {agree:.5f})",

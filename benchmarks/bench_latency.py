@@ -66,7 +66,7 @@ def make_checkpoints(root: Path, names: list[str], overrides: dict, heads: list[
 def profile_fd(path: Path, hr: str, reps: int = 2) -> dict[str, float]:
     """Milliseconds of one fd forward split by part (torch eager, this CPU; min over `reps`)."""
     from fgdsr.checkpoint import load_model
-    from fgdsr.models.fgd import anchor_value, window_to_bin
+    from fgdsr.models.fgd import area_offset
 
     model, cfg, _ = load_model(path)
     w, h = lr_size(parse_size(hr), cfg.scale)
@@ -82,21 +82,17 @@ def profile_fd(path: Path, hr: str, reps: int = 2) -> dict[str, float]:
         best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t0) * 1e3)
         return out
 
-    def choose(j, k0):
-        return window_to_bin(j, k0, model.window, model.bins) if model.window else j
-
     with torch.inference_mode():
         model(x)  # warm-up
         for _ in range(reps):
             images, feats = clock("trunk (LapSRN pyramid)", lambda: model._pyramid(x))
             f, img = feats[lv], images[lv]
-            # AnchorHead.infer: prior over the channels, pixel-major GEMM, argmax (what SRModel.forward runs)
-            j, k0 = clock(
+            # AnchorHead.infer: prior over the channels, GEMM, argmax -> anchor (what SRModel.forward runs)
+            anchor = clock(
                 f"head: prior + GEMM 64->{k_ch} + argmax at HR", lambda f=f, i=img: head.infer(f, i)
             )
             clock("anchor + projection (1 ch at HR)",
-                  lambda i=img, k=choose(j, k0): model._project(i, anchor_value(k, model.bins), model.halfwidths[0],
-                                                                 None))  # fmt: skip
+                  lambda i=img, a=anchor: area_offset(i, a, model.halfwidths[0]))  # fmt: skip
             if model.class_module is not None:
                 clock("Class-Module (LR, 32x32 sub-images)", lambda: model.class_module(x))
             clock("whole fd forward", lambda: model(x))

@@ -38,17 +38,33 @@ class TrainConfig:
     anchor_source: str = (
         "pred"  # regression around the predicted bin (pred) or the GT bin (gt, teacher forcing)
     )
-    # FGD head design (docs/LOSS.md): prior (logits = 1x1 head + a prior centred on the regression, S = the
-    # regression projected into the area) | prior_offset (+ a zero-init learned offset) | literal (no prior, S =
-    # anchor + h*tanh(offset head)) | window (the prior head over the 2w+1 bins around bin(I) instead of all K;
-    # w = (widest area + 1)/2, cheaper at inference). Added by the FGD-loss engineers; validated in fgdsr.models.fgd.
+    # FGD head (docs/LOSS.md, "The head"): prior (1x1 conv on F + a Laplace prior centred on the regression I) |
+    # input (the classifier sees I itself: 1x1 conv over [F, I], initialised to a Gaussian prior) | window (the
+    # prior head over the 2w+1 bins around bin(I), cheaper at inference) | literal (no prior, S = A + h*tanh(offset
+    # head): the paper word for word, measured to fail). Classes in fgdsr.models.fgd.HEADS.
     fgd_head: str = "prior"
+    # labels of L_c1 (Eq. 3): onehot (the GT bin) | twohot (the two bins around the GT value, decoded by the
+    # expected anchor: sub-bin precision) | ordinal (DORN: K-1 "z >= t_k" outputs, decoded by counting)
+    bin_labels: str = "onehot"
+    # how S is decoded in training: hard (argmax anchor, detached: L_r never reaches the classifier) | soft (the
+    # expectation over the class probabilities of the in-area projection: L_r trains the head) | st (hard value,
+    # soft gradient). Inference is always hard.
+    train_decode: str = "hard"
+    head_detach: bool = False  # the head on detached features: L_c1 cannot change the trunk
+    bin_range: str = (
+        "full"  # full: K bins over [0, 1] | studio: over Y's [16, 235] (bins 0,1,30,31 are never used)
+    )
+    level_weights: str = "equal"  # L_r over pyramid levels: equal | pixels (LapSRN's sum: finest level 4x)
     # weight of L_c1 (Eq. 6); 1.0 costs 0.7 dB at lr 5e-3: the CE gradient through F damages the trunk (RESULTS.md)
     alpha: float = 0.1
     alpha_warmup_steps: int = 0  # linear warm-up of alpha from 0
-    # weight of L_c2 (Eq. 4, 6); ClassSR's ratio: 0.1 collapses the Class-Module (RESULTS.md)
+    # weight of L_c2 (Eq. 4, 6) and of ClassSR's average (balance) loss on the Class-Module: ClassSR's ratios to L1
     beta: float = 5e-4
-    gamma: float = 3e-3  # weight of ClassSR's average (balance) loss on the Class-Module (ClassSR's ratio)
+    gamma: float = 3e-3
+    # The Class-Module's own Adam group (SRModel.optim_groups): eps tiny, so its step does not depend on the
+    # absolute scale of its gradients (1e-10..1e-9 at these weights, below the default eps 1e-8); lr x scale.
+    class_eps: float = 1e-16
+    class_lr_scale: float = 1.0
     class_patch: int = 32  # LR sub-image size of the Class-Module (ClassSR: 32)
     charbonnier_eps: float = 1e-3  # LapSRN's robust L1; 0 = plain L1
     # --- data (fgdsr/data) ---
@@ -217,6 +233,7 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"config field 'head_levels': unknown '{cfg.head_levels}' (last, all)")
     if cfg.head_kernel not in (1, 3):
         raise UserError("config field 'head_kernel': 1 or 3")
+    _check_fgd(cfg)
     if cfg.anchor_source not in ("pred", "gt"):
         raise UserError(f"config field 'anchor_source': unknown '{cfg.anchor_source}' (pred, gt)")
     if cfg.lr_schedule not in ("step", "cosine"):
@@ -228,3 +245,44 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"config field '{name}' must be at least 1")
     if cfg.patch_size % cfg.scale:
         raise UserError(f"config field 'patch_size': {cfg.patch_size} is not a multiple of scale {cfg.scale}")
+
+
+def _check_fgd(cfg: TrainConfig) -> None:
+    """The FGD readings' fields (fgdsr.models.fgd): known values and the combinations that are implemented."""
+    choices = {
+        "fgd_head": ("prior", "input", "window", "literal"),
+        "bin_labels": ("onehot", "twohot", "ordinal"),
+        "train_decode": ("hard", "soft", "st"),
+        "bin_range": ("full", "studio"),
+        "level_weights": ("equal", "pixels"),
+    }
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise UserError(f"config field '{name}': unknown '{getattr(cfg, name)}' ({', '.join(allowed)})")
+    if cfg.bin_labels != "onehot" and cfg.fgd_head in ("window", "literal"):
+        raise UserError(
+            f"config field 'bin_labels': {cfg.bin_labels} needs fgd_head prior or input ({cfg.fgd_head} is onehot only)"
+        )
+    if cfg.class_eps <= 0 or cfg.class_lr_scale <= 0:
+        raise UserError(
+            "config fields 'class_eps', 'class_lr_scale' must be > 0 (Adam eps 1e-16, lr scale 1)"
+        )
+
+
+def check_whole_class_tiles(cfg: TrainConfig) -> None:
+    """Training FD: the LR patch side must be a multiple of class_patch, so that every Class-Module tile the
+    module trains on is real content (LR 16 < 32 made 75 % of each tile replicate padding, while validation
+    tiles are whole). A training-time check (called by the loss): inference and profiling take any size."""
+    lr_side = cfg.patch_size // cfg.scale
+    if cfg.loss == "fd" and lr_side % cfg.class_patch:
+        raise UserError(
+            f"config field 'class_patch': {cfg.class_patch} does not divide the LR patch side {lr_side} "
+            f"(patch_size {cfg.patch_size} / scale {cfg.scale}): the Class-Module would train on padding; "
+            f"use class_patch {_largest_class_patch(lr_side)} or a patch_size that is a multiple of "
+            f"{cfg.class_patch * cfg.scale}"
+        )
+
+
+def _largest_class_patch(lr_side: int) -> int:
+    """The largest multiple of 4 that divides the LR patch side, at most 32 (ClassSR) — 4 at worst."""
+    return next((p for p in range(32, 3, -4) if lr_side % p == 0), 4)

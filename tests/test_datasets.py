@@ -61,11 +61,11 @@ def test_images_are_decoded_once(tmp_path):
 
 
 def test_builtin_splits_are_fixed_disjoint_and_offline():
-    ev, tr = resolve_dataset("builtin-eval"), resolve_dataset("builtin-train")
-    assert len(ev) == len(EVAL_FILES) == 5 and len(tr) == len(TRAIN_FILES)
-    assert not set(ev.names) & set(tr.names)
+    ev, va, tr = (resolve_dataset(f"builtin-{s}") for s in ("eval", "val", "train"))
+    assert len(ev) == len(EVAL_FILES) == 5 and len(tr) == len(TRAIN_FILES) == 12 and len(va) == 3
+    assert not set(ev.names) & set(tr.names) and not set(va.names) & (set(ev.names) | set(tr.names))
     assert [p.name for p in ev.paths] == list(EVAL_FILES)
-    assert len(resolve_dataset("builtin")) == len(ev) + len(tr)
+    assert len(resolve_dataset("builtin")) == len(ev) + len(va) + len(tr)
     for img in ev.images():
         assert img.ndim == 3 and min(img.shape[:2]) >= 256
         assert np.abs(img[..., 0].astype(int) - img[..., 2]).mean() > 5  # colour photos
@@ -99,3 +99,18 @@ def test_empty_folder_and_bad_file(tmp_path):
     ds = resolve_dataset(str(tmp_path / "Bad"))
     with pytest.raises(UserError, match="broken.png"):
         ds.image(0)
+
+
+def test_holdout_split_is_fixed_and_disjoint(tmp_path):
+    """NAME:val = images 9, 19, ... (1 in 10) of NAME in its order; NAME:train the rest; joins included."""
+    _make_set(tmp_path, "A", 12)
+    _make_set(tmp_path, "B", 11)
+    val = resolve_dataset("A+B:val", tmp_path)
+    train = resolve_dataset("A+B:train", tmp_path)
+    full = resolve_dataset("A+B", tmp_path)
+    assert val.paths == [full.paths[9], full.paths[19]]
+    assert len(train) == 21 and not set(train.paths) & set(val.paths)
+    assert sorted(train.paths + val.paths) == sorted(full.paths)
+    _make_set(tmp_path, "C", 5)
+    with pytest.raises(UserError, match="too few"):
+        resolve_dataset("C:val", tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -9,7 +11,21 @@ from fgdsr.config import TrainConfig
 from fgdsr.errors import UserError
 from fgdsr.losses import build_loss
 from fgdsr.models import MODELS, SRModel, build_model
-from fgdsr.models.fgd import anchor_value, bin_index, channel_argmax, window_bin, window_halfwidth
+from fgdsr.models.fgd import BinGrid, PriorHead, channel_argmax, window_halfwidth, window_to_bin
+
+G = BinGrid(32)
+
+
+def anchor_value(k, bins=32):
+    return BinGrid(bins).anchor(k)
+
+
+def bin_index(y, bins=32):
+    return BinGrid(bins).index(y)
+
+
+def window_bin(logits, k0, w, bins=32):
+    return window_to_bin(channel_argmax(logits).float(), k0, w, bins)
 
 
 def tiny(loss: str, scale: int = 4, **kw) -> TrainConfig:
@@ -89,7 +105,7 @@ def test_cs_area_bounds_and_gt_teacher_forcing():
         model.forward_train(x)
 
 
-@pytest.mark.parametrize("fgd_head", ["prior", "prior_offset", "literal"])
+@pytest.mark.parametrize("fgd_head", ["prior", "input", "literal"])
 def test_gradients_reach_head_trunk_and_class_module(fgd_head):
     model = make("fd", fgd_head=fgd_head, gamma=0.1).train()
     x = torch.rand(2, 1, 20, 36)
@@ -104,10 +120,12 @@ def test_gradients_reach_head_trunk_and_class_module(fgd_head):
         "class_module_first": [model.class_module.body[0].weight],
         "class_module_fc": [model.class_module.fc.weight],
     }
-    if fgd_head != "prior":
+    if fgd_head == "literal":
         groups["offset"] = [head.offset.weight]
-    if fgd_head != "literal":
+    if fgd_head == "prior":
         groups["tau"] = [head.log_tau]
+    if fgd_head == "input":
+        groups["image_weight"] = [head.image_weight]
     for name, params in groups.items():
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params), name
     assert {"loss", "l_r", "l_c1", "l_c2", "balance", "bin_acc", "area"} <= set(terms)
@@ -169,6 +187,8 @@ def test_param_count_of_the_heads():
     win = {loss: build_model(TrainConfig(loss=loss, fgd_head="window")) for loss in ("cs", "fd")}
     assert sum(p.numel() for p in win["cs"].parameters()) - n["l1"] == 64 * 7 + 7 + 1  # w = 3
     assert sum(p.numel() for p in win["fd"].parameters()) - n["l1"] == 64 * 9 + 9 + 1 + class_module  # w = 4
+    inp = build_model(TrainConfig(loss="cs", fgd_head="input"))
+    assert sum(p.numel() for p in inp.parameters()) - n["l1"] == 64 * 32 + 32 + 32  # conv over [F, I]
 
 
 @pytest.mark.slow
@@ -255,7 +275,7 @@ def test_window_logits_by_brute_force():
     feat = torch.randn(1, 8, 5, 6, generator=g)
     image = torch.rand(1, 1, 5, 6, generator=g) * 1.4 - 0.2  # also outside [0, 1]
     with torch.no_grad():
-        logits, k0 = head.forward_window(feat, image)
+        logits, k0 = head(feat, image)
         conv = head.cls(feat)
     w, k = 3, 32
     assert logits.shape == (1, 2 * w + 1, 5, 6)
@@ -338,39 +358,148 @@ def test_window_torch_export_dynamic_shapes():
 
 
 @pytest.mark.parametrize(
-    "fgd_head,kernel,dtype",
-    [("prior", 1, torch.float32), ("prior_offset", 1, torch.float32), ("literal", 1, torch.float32),
-     ("window", 1, torch.float32), ("prior", 3, torch.float32), ("prior", 1, torch.float64)],
+    "fgd_head,labels,kernel,dtype",
+    [("prior", "onehot", 1, torch.float32), ("literal", "onehot", 1, torch.float32),
+     ("window", "onehot", 1, torch.float32), ("prior", "onehot", 3, torch.float32),
+     ("prior", "onehot", 1, torch.float64), ("input", "onehot", 1, torch.float32),
+     ("prior", "ordinal", 1, torch.float32), ("input", "ordinal", 1, torch.float32),
+     ("prior", "twohot", 1, torch.float32)],
 )  # fmt: skip
-def test_head_infer_is_the_argmax_of_the_training_logits(fgd_head, kernel, dtype):
-    """AnchorHead.infer (pixel-major GEMM for a 1x1 head on float32, else conv) picks a maximal logit of forward's.
+def test_head_infer_is_the_hard_decode_of_the_training_logits(fgd_head, labels, kernel, dtype):
+    """AnchorHead.infer (GEMM for a 1x1 head on float32, else conv) == hard_anchor(forward's logits).
 
-    Compared by value, not index: GEMM and conv sum in different orders, so an exact tie may resolve differently.
+    GEMM and conv sum in different orders, so pixels whose two best logits (or an ordinal logit and 0) are within
+    1e-4 may resolve differently: they are left out, and must be rare.
     """
-    model = make("fd", fgd_head=fgd_head, head_kernel=kernel)
+    model = make("fd", fgd_head=fgd_head, head_kernel=kernel, bin_labels=labels)
     head = model.heads["1"].to(dtype)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         head.cls.weight.copy_(torch.randn(head.cls.weight.shape, generator=g) * 0.3)
-        head.cls.bias.copy_(torch.randn(head.cls.bias.shape, generator=g))
-        if head.use_prior:
+        head.cls.bias.add_(torch.randn(head.cls.bias.shape, generator=g))
+        if isinstance(head, PriorHead):
             head.log_tau.fill_(-0.5)  # weaker prior: the conv decides at many pixels
         feat = torch.randn(2, 8, 9, 13, generator=g, dtype=dtype)
         image = (torch.rand(2, 1, 9, 13, generator=g) * 1.2 - 0.1).to(dtype)
-        if fgd_head == "window":
-            logits, k0_ref = head.forward_window(feat, image)
-        else:
-            (logits, _), k0_ref = head(feat, image), None
-        j, k0 = head.infer(feat, image)
-    assert j.shape == (2, 1, 9, 13) and j.dtype == torch.float32
-    assert (k0 is None) == (k0_ref is None) and (k0 is None or torch.equal(k0, k0_ref))
-    chosen = logits.gather(1, j.long())
-    assert torch.allclose(chosen, logits.max(dim=1, keepdim=True).values, atol=1e-5)
-    # traced (torch.compile, torch.export): the conv branch; dynamo's "eager" backend runs it without codegen
+        logits, k0 = head(feat, image)
+        want = head.hard_anchor(logits, k0)
+        got = head.infer(feat, image)
+        # traced (torch.compile, torch.export): the conv branch; dynamo's "eager" backend runs it without codegen
+        torch._dynamo.reset()  # one compiled infer per case (else dynamo's recompile limit of 8 is reached)
+        traced = torch.compile(head.infer, backend="eager", fullgraph=True)(feat, image)
+    assert got.shape == (2, 1, 9, 13) and got.dtype == torch.float32
+    if labels == "ordinal":
+        clear = (logits.abs() > 1e-4).all(dim=1, keepdim=True)
+    else:
+        top2 = logits.topk(2, dim=1).values
+        clear = (top2[:, :1] - top2[:, 1:]) > 1e-4
+    assert clear.float().mean() > 0.95
+    assert torch.allclose(got[clear], want[clear], atol=1e-6)
+    assert torch.allclose(traced[clear], want[clear], atol=1e-6)
+    assert (G.index(want) != G.index(image)).float().mean() > 0.2  # the head, not the prior, decides often
+
+
+# ------------------------------------------------------------------------------------ decodes and readings
+def _one_hot_class_module(model, cls: int) -> None:
     with torch.no_grad():
-        j_traced, _ = torch.compile(head.infer, backend="eager", fullgraph=True)(feat, image)
-    assert torch.allclose(logits.gather(1, j_traced.long()), chosen, atol=1e-5)
-    plain = channel_argmax(logits)
+        model.class_module.fc.weight.zero_()
+        model.class_module.fc.bias.copy_(torch.full((3,), -200.0))
+        model.class_module.fc.bias[cls] = 200.0
+
+
+@pytest.mark.parametrize(
+    "fgd_head,labels", [("prior", "onehot"), ("input", "onehot"), ("prior", "ordinal"), ("input", "ordinal")]
+)
+@pytest.mark.parametrize("decode", ["soft", "st"])
+def test_soft_decode_with_one_hot_q_is_the_inference_output(fgd_head, labels, decode):
+    """train_decode soft/st with one-hot class probabilities q (and one-hot P) gives forward's output exactly."""
+    model = make("fd", fgd_head=fgd_head, bin_labels=labels, train_decode=decode)
+    x = torch.rand(1, 1, 36, 40)
+    with torch.no_grad():
+        bias = model.heads["1"].cls.bias
+        if labels == "ordinal":  # o_k = +1e4 for k <= 10, -1e4 above: count 10 everywhere
+            bias.copy_(torch.where(torch.arange(1, 32) <= 10, 1e4, -1e4))
+        else:  # bin 10 wins everywhere by 1e4: softmax is exactly one-hot in float32
+            bias.add_(torch.where(torch.arange(32) == 10, 1e4, 0.0))
+    for cls in range(3):
+        _one_hot_class_module(model, cls)
+        with torch.no_grad():
+            out = model.forward_train(x)
+            y = model(x)
+        half = model.halfwidths[cls].item()
+        want = model.grid.anchor(torch.tensor(10.0)) + half * torch.tanh(
+            (out.images[-1] - model.grid.anchor(torch.tensor(10.0))) / half
+        )
+        assert torch.equal(out.outputs[-1], y)
+        assert torch.allclose(y, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("decode,reaches", [("hard", False), ("soft", True), ("st", True)])
+@pytest.mark.parametrize("labels", ["onehot", "ordinal", "twohot"])
+def test_regression_loss_reaches_the_head_only_with_soft_decoding(decode, reaches, labels):
+    """alpha = 0 (no L_c1): the head's only signal is L_r; the hard (detached argmax) anchor gives it none."""
+    model = make("cs", train_decode=decode, bin_labels=labels, alpha=0.0).train()
+    with torch.no_grad():
+        model.heads["1"].cls.weight.normal_(0, 0.5)  # a head that decides somewhere
+    x = torch.rand(2, 1, 12, 12)
+    out = model.forward_train(x)
+    total, _ = build_loss(model.cfg)(out, targets_for(out), step=1)
+    total.backward()
+    grad = model.heads["1"].cls.weight.grad
+    got = grad is not None and grad.abs().sum().item() > 0
     assert (
-        plain != bin_index(image.float(), 32)
-    ).float().mean() > 0.2  # the head, not the prior, decides often
+        got == reaches
+    )  # hard: the decoded anchor is detached for every labelling (twohot: its expectation)
+
+
+def test_ordinal_and_twohot_decodes_by_hand():
+    """K = 4. ordinal logits (2, 0, -1): count of o_k >= 0 = 2 -> A = 2.5/4; soft count = sum sigmoid.
+    twohot logits (0, 0, ln 3, ln 2): q = (1, 1, 3, 2)/7 -> expected anchor sum q_k (k + 0.5)/4."""
+    cfg = TrainConfig(loss="cs", bins=4, depth=1, channels=8, bin_labels="ordinal")
+    ordinal = build_model(cfg).heads["1"]
+    o = torch.tensor([2.0, 0.0, -1.0]).view(1, 3, 1, 1)
+    assert ordinal.hard_anchor(o, None).item() == pytest.approx(2.5 / 4)
+    soft = torch.sigmoid(o).sum().item()
+    y = torch.full((1, 1, 1, 1), 0.6)
+    assert ordinal.soft_output(o, None, y, 1.0, None).item() == pytest.approx(
+        (soft + 0.5) / 4 + torch.tanh(torch.tensor(0.6 - (soft + 0.5) / 4)).item(), rel=1e-6)  # fmt: skip
+    twohot = build_model(cfg.replace(bin_labels="twohot")).heads["1"]
+    q = torch.tensor([1.0, 1.0, 3.0, 2.0]) / 7
+    t = torch.tensor([0.0, 0.0, math.log(3), math.log(2)]).view(1, 4, 1, 1)
+    want = (q * (torch.arange(4) + 0.5) / 4).sum().item()
+    assert twohot.hard_anchor(t, None).item() == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("fgd_head,labels", [("input", "onehot"), ("prior", "ordinal"), ("input", "ordinal")])
+def test_new_heads_start_at_the_regression_bin(fgd_head, labels):
+    """Zero-init conv: the input head's Gaussian prior / the ordinal ramp choose bin(I), as the prior head does."""
+    model = make("cs", fgd_head=fgd_head, bin_labels=labels)
+    x = torch.rand(2, 1, 24, 24) * 1.2 - 0.1
+    with torch.no_grad():
+        out = model.forward_train(x)
+    image = out.images[-1]
+    inside = (image > 0) & (image < 1)
+    assert torch.equal(G.index(out.anchors[-1])[inside], G.index(image)[inside])
+
+
+def test_head_detach_keeps_the_classification_loss_out_of_the_trunk():
+    """head_detach: the trunk's gradient with alpha = 1 equals its gradient without L_c1 (alpha = 0)."""
+
+    def trunk_grad(**kw) -> torch.Tensor:
+        model = make("cs", seed=4, **kw).train()
+        with torch.no_grad():
+            model.heads["1"].cls.weight.normal_(0, 0.5)
+        out = model.forward_train(torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0)))
+        total, _ = build_loss(model.cfg)(out, targets_for(out), step=1)
+        total.backward()
+        return model.trunk.levels[-1].convs[0].weight.grad.clone()
+
+    assert torch.allclose(trunk_grad(alpha=1.0, head_detach=True), trunk_grad(alpha=0.0), atol=1e-9)
+    assert not torch.allclose(trunk_grad(alpha=1.0), trunk_grad(alpha=0.0), atol=1e-9)
+
+
+def test_reading_combinations_are_checked():
+    with pytest.raises(UserError, match="bin_labels"):
+        tiny("cs", fgd_head="window", bin_labels="ordinal").replace()
+    with pytest.raises(UserError, match="train_decode"):
+        tiny("cs").replace(train_decode="nope")

@@ -9,17 +9,31 @@ import torch
 
 from fgdsr.config import TrainConfig
 from fgdsr.losses import balance_loss, build_loss, charbonnier, class_distance_loss
-from fgdsr.models.fgd import ModelOutput, anchor_value, area_offset, bin_index, nearest_up
+from fgdsr.losses.fgd import classification_loss, two_hot
+from fgdsr.models.fgd import BinGrid, ModelOutput, area_offset, nearest_up
+
+G32 = BinGrid(32)
 
 
 def test_bin_edges_and_anchors():
     k = 32
     y = torch.tensor([0.0, 1 / k - 1e-6, 1 / k, 0.5, 1 - 1e-6, 1.0, -0.2, 1.3])
-    assert bin_index(y, k).tolist() == [0, 0, 1, 16, 31, 31, 0, 31]  # 1.0 -> last bin; clamp to [0, 1] first
-    assert torch.allclose(anchor_value(torch.tensor([0, 31]), k), torch.tensor([1 / 64, 63 / 64]))
+    assert G32.index(y).tolist() == [0, 0, 1, 16, 31, 31, 0, 31]  # 1.0 -> last bin; clamp to [0, 1] first
+    assert torch.allclose(G32.anchor(torch.tensor([0, 31])), torch.tensor([1 / 64, 63 / 64]))
     # every value lies in its anchor's bin: |y - A| <= half a bin
     y = torch.linspace(0, 1, 1001)
-    assert (y - anchor_value(bin_index(y, k), k)).abs().max() <= 0.5 / k + 1e-7
+    assert (y - G32.anchor(G32.index(y))).abs().max() <= 0.5 / k + 1e-7
+
+
+def test_studio_bins_cover_y_range():
+    """bin_range studio: 32 bins over [16, 235]/255, width 219/255/32; Y = 16/255 -> bin 0, 235/255 -> bin 31."""
+    g = BinGrid.from_config(TrainConfig(bin_range="studio"))
+    w = 219 / 255 / 32
+    assert g.width == pytest.approx(w)
+    y = torch.tensor([0.0, 16 / 255, 16 / 255 + 1.01 * w, 0.5, 235 / 255, 1.0])
+    assert g.index(y).tolist() == [0, 0, 1, int((0.5 - 16 / 255) / w), 31, 31]
+    assert g.anchor(torch.tensor([0.0])).item() == pytest.approx(16 / 255 + w / 2)
+    assert g.halfwidth(5) == pytest.approx(2.5 * w)
 
 
 def test_charbonnier_values():
@@ -70,8 +84,11 @@ def test_nearest_up_exact():
     assert up[0, 0, 3, 4].item() == 1 and up[0, 0, 4, 8].item() == 5 and up[0, 0, 6, 0].item() == 3
 
 
-def _hand_output(logits_last: torch.Tensor, targets: list[torch.Tensor]) -> ModelOutput:
-    return ModelOutput(images=list(targets), outputs=list(targets), logits=[None, logits_last])
+def _hand_output(logits_last: torch.Tensor, targets: list[torch.Tensor], anchor=None) -> ModelOutput:
+    anchor = targets[-1] if anchor is None else anchor
+    return ModelOutput(
+        images=list(targets), outputs=list(targets), logits=[None, logits_last], anchors=[None, anchor]
+    )
 
 
 def test_cross_entropy_value_and_eq6():
@@ -131,8 +148,11 @@ def test_window_cross_entropy_by_hand():
     centers = torch.tensor([3, 2]).view(1, 1, 1, 2)
     t_last = torch.tensor([3.5 / 8, 7.2 / 8]).view(1, 1, 1, 2)
     t_first = torch.zeros(1, 1, 1, 1)
+    g = BinGrid(8)
+    anchor = g.anchor(torch.tensor([3.0, 3.0]).view(1, 1, 1, 2))  # argmax j = 1 -> bins 3 and 2
+    anchor[..., 1] = g.anchor(torch.tensor(2.0))
     out = ModelOutput(images=[t_first, t_last], outputs=[t_first, t_last], logits=[None, logits],
-                      centers=[None, centers])  # fmt: skip
+                      anchors=[None, anchor], centers=[None, centers])  # fmt: skip
     total, terms = build_loss(cfg)(out, [t_first, t_last])
     want = (-math.log(1 / 2) - math.log(1 / 4)) / 2
     assert terms["l_c1"] == pytest.approx(want, rel=1e-6)
@@ -143,8 +163,9 @@ def test_window_cross_entropy_by_hand():
     logits = torch.tensor([5.0, 0.0, 0.0]).view(1, 3, 1, 1)
     t_last = torch.tensor([0.01]).view(1, 1, 1, 1)
     for k0, acc in ((5, 0.0), (0, 1.0)):  # centre 0: argmax j = 0 -> bin -1 -> clamped to 0 = GT
+        chosen = g.anchor(torch.tensor(max(k0 - 1, 0.0)).view(1, 1, 1, 1))
         out = ModelOutput(images=[t_first, t_last], outputs=[t_first, t_last], logits=[None, logits],
-                          centers=[None, torch.tensor([k0]).view(1, 1, 1, 1)])  # fmt: skip
+                          anchors=[None, chosen], centers=[None, torch.tensor([k0]).view(1, 1, 1, 1)])  # fmt: skip
         _, terms = build_loss(cfg)(out, [t_first, t_last])
         assert terms["bin_acc"] == acc
         edge = 0 if k0 == 5 else 1  # k0 = 0: GT bin 0 is inside, j = 1
@@ -159,7 +180,7 @@ def test_window_also_supervises_the_regression_image():
     t_first, t_last = torch.zeros(1, 1, 1, 1), torch.full((1, 1, 1, 2), 0.5)
     image = torch.tensor([0.1, 0.8]).view(1, 1, 1, 2).requires_grad_()
     out = ModelOutput(images=[t_first, image], outputs=[t_first, t_last], logits=[None, torch.zeros(1, 3, 1, 2)],
-                      centers=[None, torch.tensor([4, 4]).view(1, 1, 1, 2)])  # fmt: skip
+                      anchors=[None, t_last], centers=[None, torch.tensor([4, 4]).view(1, 1, 1, 2)])  # fmt: skip
     total, terms = build_loss(cfg)(out, [t_first, t_last])
     assert terms["l_i"] == pytest.approx((0.4 + 0.3) / 2)
     assert total.item() == pytest.approx(terms["l_r"] + terms["l_i"])
@@ -169,3 +190,44 @@ def test_window_also_supervises_the_regression_image():
     _, terms = build_loss(cfg)(ModelOutput(images=out.images, outputs=out.outputs, logits=[None, None]),
                                [t_first, t_last])  # fmt: skip
     assert "l_i" not in terms
+
+
+# ------------------------------------------------------------------------------------ the new readings
+def test_two_hot_labels_by_hand():
+    """GT value at bin position 2.8 (K = 4): centres 2.5 and 3.5 share the weight 0.7 / 0.3; expectation = 2.8."""
+    p = two_hot(torch.tensor([[[2.8, 0.2, 3.9, 1.5]]]), 4)  # (N=1, H=1, W=4) -> (1, 4, 1, 4)
+    want = torch.tensor([[0, 0, 0.7, 0.3], [1, 0, 0, 0], [0, 0, 0, 1], [0, 1, 0, 0]]).T
+    assert torch.allclose(p[0, :, 0], want, atol=1e-6)  # edges: all the weight on the edge bin
+    centres = torch.arange(4).float() + 0.5
+    assert (p[0, :, 0, 0] * centres).sum().item() == pytest.approx(2.8)
+    assert torch.allclose(p.sum(1), torch.ones(1, 1, 4))
+
+
+def test_twohot_cross_entropy_by_hand():
+    """CE with the two-hot label: -(0.7 log q_2 + 0.3 log q_3); q from logits (0, 0, ln 3, ln 2): 1/7 ... 3/7, 2/7."""
+    g = BinGrid(4)
+    t = torch.tensor([2.8 / 4]).view(1, 1, 1, 1)
+    logits = torch.tensor([0.0, 0.0, math.log(3), math.log(2)]).view(1, 4, 1, 1)
+    got = classification_loss(logits, t, None, g, "twohot").item()
+    assert got == pytest.approx(-(0.7 * math.log(3 / 7) + 0.3 * math.log(2 / 7)), rel=1e-6)
+
+
+def test_ordinal_loss_by_hand():
+    """DORN: K = 4, GT bin 2 -> targets (z >= t_1, z >= t_2, z >= t_3) = (1, 1, 0); logits (2, 0, -1)."""
+    g = BinGrid(4)
+    t = torch.tensor([2.3 / 4]).view(1, 1, 1, 1)
+    logits = torch.tensor([2.0, 0.0, -1.0]).view(1, 3, 1, 1)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    want = -(math.log(sig(2.0)) + math.log(sig(0.0)) + math.log(1 - sig(-1.0)))
+    assert classification_loss(logits, t, None, g, "ordinal").item() == pytest.approx(want, rel=1e-6)
+
+
+def test_level_weights_pixels_weigh_the_finest_level_four_times():
+    """LapSRN sums over pixels: L_r = 1/4 * L(level 0) + L(level 1) for x4 (level_weights pixels)."""
+    t = [torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 4, 4)]
+    outs = [torch.full((1, 1, 2, 2), 0.4), torch.full((1, 1, 4, 4), 0.1)]
+    out = ModelOutput(images=outs, outputs=outs, logits=[None, None])
+    _, eq = build_loss(TrainConfig(charbonnier_eps=0.0))(out, t)
+    _, px = build_loss(TrainConfig(charbonnier_eps=0.0, level_weights="pixels"))(out, t)
+    assert eq["l_r"] == pytest.approx(0.5)
+    assert px["l_r"] == pytest.approx(0.4 / 4 + 0.1)

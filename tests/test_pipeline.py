@@ -127,7 +127,14 @@ def test_pipeline_small_end_to_end(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = pipeline.load_pipeline_config(
         None,
-        overrides={"max_steps": 30, "val_every": 15, "patch_size": 32, "val_max_images": 1, "batch_size": 4},
+        overrides={
+            "max_steps": 30,
+            "val_every": 15,
+            "patch_size": 32,
+            "class_patch": 8,
+            "val_max_images": 1,
+            "batch_size": 4,
+        },
     )
     cfg.tune.update(num_samples=2)
     cfg.bench.update(hr_size="64x64", min_iters=5, min_time_s=0.2, warmup_ms=20)

@@ -121,7 +121,7 @@ def test_table1_tiny_cpu_run_end_to_end(data_root, tmp_path):
     (root / "Set5").symlink_to(data_root / "Set5")
     res = rep.reproduce_table1(
         budget_minutes=0.05, seeds=1, gpus=0, config=tiny, variants=["l1", "fd"], data_root=str(root),
-        overrides={"channels": 8, "depth": 2, "batch_size": 4, "patch_size": 32, "val_max_images": 1},
+        overrides={"channels": 8, "depth": 2, "batch_size": 4, "patch_size": 32, "class_patch": 8, "val_max_images": 1},
         train_dataset="builtin-train", out=tmp_path / "t1", tracking_uri=uri, quiet=True, calibration_s=1.5,
     )  # fmt: skip
     assert {t["variant"] for t in res["trials"]} == {"l1", "fd"}

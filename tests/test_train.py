@@ -17,7 +17,9 @@ from fgdsr.train import lr_at, train
 from orchestrator.cli import app
 
 # a model and batch small enough for a few steps per second on a shared 2-core machine
-SMALL = dict(depth=1, channels=8, patch_size=32, batch_size=4, val_max_images=1, log_every=1, lr=1e-3)
+SMALL = dict(
+    depth=1, channels=8, patch_size=32, class_patch=8, batch_size=4, val_max_images=1, log_every=1, lr=1e-3
+)
 DATA: dict[str, str] = {}
 
 

@@ -15,6 +15,7 @@ loss: l1
 train_dataset: builtin-train
 val_dataset: builtin-eval
 patch_size: 32
+class_patch: 8
 batch_size: 4
 lr: 1.0e-3
 lr_schedule: cosine

@@ -1,6 +1,10 @@
 """Data sets by name or folder: `Set5`, `T91+BSD200`, `builtin-eval`, `/path/to/photos`.
 
 Resolution of a name (first match wins):
+- `NAME:train` / `NAME:val`: a fixed hold-out split of any set below (joins included): every HOLDOUT_EVERY-th
+  image (index % 10 == 9, in the set's order) is `:val`, the rest `:train`; disjoint by construction, so a
+  validation set for checkpoint / trial selection can come from the training pool instead of a test set
+  (`train_dataset: T91+BSD200:train`, `val_dataset: T91+BSD200:val`);
 - `A+B[+C]`: the images of each part, in order;
 - `builtin`, `builtin-train`, `builtin-eval`: scikit-image's sample photos (fgdsr/data/builtin.py);
 - a known name (Set5, Set14, BSD100, Urban100, T91, BSD200, DIV2K; case-insensitive) under the data root:
@@ -26,6 +30,7 @@ from fgdsr.data.builtin import SPLITS, builtin_paths
 from fgdsr.data.io import IMAGE_SUFFIXES, list_images, read_image
 from fgdsr.errors import UserError
 
+HOLDOUT_EVERY = 10  # `NAME:val` holds images 9, 19, 29, ... of NAME (10 %); `NAME:train` the others
 KNOWN = ("Set5", "Set14", "BSD100", "Urban100", "T91", "BSD200", "DIV2K")
 # Sub-folders tried under <root>/<Name>, in order.
 HR_FOLDERS = {"DIV2K": ("HR", "DIV2K_train_HR")}
@@ -157,6 +162,16 @@ def resolve_dataset(name: str, data_root: str | Path | None = None) -> Dataset:
     name = str(name).strip()
     if not name:
         raise UserError("dataset: empty name; use Set5, T91+BSD200, builtin-eval or a folder path")
+    if name.endswith((":train", ":val")) and not Path(name).exists():
+        base_name, split = name.rsplit(":", 1)
+        full = resolve_dataset(base_name, data_root)
+        keep = [i for i in range(len(full)) if (i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1) == (split == "val")]
+        if not keep:
+            raise UserError(
+                f"dataset '{name}': '{base_name}' has {len(full)} images, too few for a 1-in-{HOLDOUT_EVERY} "
+                "hold-out split; name a larger set or a separate validation set"
+            )
+        return Dataset(name, [full.paths[i] for i in keep], [full.names[i] for i in keep])
     if "+" in name and not Path(name).exists():
         parts = [resolve_dataset(part, data_root) for part in name.split("+")]
         return Dataset(name, [p for d in parts for p in d.paths])
@@ -183,6 +198,6 @@ def resolve_dataset(name: str, data_root: str | Path | None = None) -> Dataset:
     if path.exists():
         raise UserError(f"dataset '{name}': is a file, not a folder of images; give the folder that holds it")
     raise UserError(
-        f"dataset '{name}': unknown (known: {', '.join(KNOWN)}, builtin, builtin-train, builtin-eval, "
-        f"A+B joins) and not a folder; check the name or --data-root (now {root})"
+        f"dataset '{name}': unknown (known: {', '.join(KNOWN)}, {', '.join(SPLITS)}, A+B joins, NAME:train / "
+        f"NAME:val hold-out splits) and not a folder; check the name or --data-root (now {root})"
     )

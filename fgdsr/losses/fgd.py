@@ -2,7 +2,9 @@
 
 Consumes the `ModelOutput` of `SRModel.forward_train` and the per-level HR targets (coarse to fine,
 targets[l] (N, 1, H_l, W_l) in [0, 1]). Every pyramid level is supervised (LapSRN): Charbonnier of the
-supervised output S_l (the anchor-area output at head levels, the regression image elsewhere), summed over levels.
+supervised output S_l (the anchor-area output at head levels, the regression image elsewhere), combined over the
+levels with `cfg.level_weights` (equal: a plain sum; pixels: each level weighted by its pixel count relative to
+the finest, as LapSRN's sum over pixels does).
 """
 
 from __future__ import annotations
@@ -11,12 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fgdsr.config import check_whole_class_tiles
 from fgdsr.losses.charbonnier import charbonnier
-from fgdsr.models.fgd import ModelOutput, bin_index
-
-# fgd_head "window": what L_c1 does with a GT bin outside the 2w+1-bin window. "edge" (used): the nearest window
-# edge is the target; "ignore": such pixels are left out of L_c1 (the ablation in docs/RESULTS.md).
-OUT_OF_WINDOW = "edge"
+from fgdsr.models.fgd import BinGrid, ModelOutput
 
 
 def class_distance_loss(probs: Tensor) -> Tensor:
@@ -43,23 +42,67 @@ def balance_loss(probs: Tensor) -> Tensor:
     return (mean - 1.0 / m).abs().sum()
 
 
+def two_hot(position: Tensor, channels: int) -> Tensor:
+    """Soft labels for a continuous bin position (N, H, W) (bin units; centre of bin k at k + 0.5).
+
+    The weight is split between the two bin centres around it by linear distance (distribution focal loss
+    style), so that sum_k p_k (k + 0.5) = position wherever it lies between the first and last centre; outside,
+    all the weight goes to the edge bin. -> (N, C, H, W) rows summing to 1.
+    """
+    u = (position - 0.5).clamp(0.0, channels - 1.0)
+    lo = u.floor().clamp(max=channels - 2) if channels > 1 else u.floor()
+    frac = u - lo
+    lo = lo.long()
+    out = torch.zeros(position.shape[0], channels, *position.shape[1:], device=position.device)
+    out.scatter_(1, lo.unsqueeze(1), (1.0 - frac).unsqueeze(1))
+    if channels > 1:
+        out.scatter_add_(1, (lo + 1).clamp(max=channels - 1).unsqueeze(1), frac.unsqueeze(1))
+    return out
+
+
+def classification_loss(
+    logits: Tensor, target: Tensor, k0: Tensor | None, grid: BinGrid, labels: str
+) -> Tensor:
+    """L_c1 (Eq. 3) for one head level, mean over pixels. target: the HR level (N, 1, H, W) in [0, 1].
+
+    onehot: cross-entropy with the GT bin (window head: the GT bin mapped into the 2w+1 window; a GT bin outside
+    it targets the nearest window edge, the largest move in the right direction). twohot: cross-entropy with the
+    two-hot soft label of the GT value (`two_hot`). ordinal: sum over the K-1 thresholds of the binary
+    cross-entropy of "GT bin >= k" (DORN), mean over pixels.
+    """
+    gt = grid.index(target)[:, 0]  # (N, H, W) absolute GT bin
+    if labels == "ordinal":
+        thresholds = torch.arange(1, grid.count, device=logits.device).view(1, -1, 1, 1)
+        above = (gt.unsqueeze(1) >= thresholds).float()
+        return F.binary_cross_entropy_with_logits(logits, above, reduction="none").sum(dim=1).mean()
+    if k0 is not None:
+        w = (logits.shape[1] - 1) // 2
+        return F.cross_entropy(logits, (gt - k0[:, 0] + w).clamp(0, 2 * w))
+    if labels == "twohot":
+        soft = two_hot(grid.position(target)[:, 0], logits.shape[1])
+        return -(soft * logits.log_softmax(dim=1)).sum(dim=1).mean()
+    return F.cross_entropy(logits, gt)
+
+
 class FGDLoss(nn.Module):
     """`loss(out, targets, step=0) -> (total, terms)` for every `cfg.loss` (l1 is the Charbonnier sum alone).
 
-    terms: floats `loss`, `l_r`, and where they apply `l_c1`, `l_c2`, `balance`, `bin_acc` (chosen bin = GT bin,
-    at head levels), `alpha` (after warm-up), `area` (mean expected anchor area in bins, FD), `in_window`
-    (fgd_head window: fraction of pixels whose GT bin lies in the 2w+1-bin window).
-    With fgd_head window, L_c1 is the cross-entropy over the window (GT bins outside it: the nearest edge).
+    terms: floats `loss`, `l_r`, and where they apply `l_i`, `l_c1`, `l_c2`, `balance`, `bin_acc` (the hard
+    decode's bin = the GT bin, at head levels), `alpha` (after warm-up), `area` (mean expected anchor area in bins,
+    FD), `in_window` (fgd_head window: fraction of pixels whose GT bin lies in the 2w+1-bin window).
     """
 
     def __init__(self, cfg) -> None:
         super().__init__()
+        check_whole_class_tiles(cfg)
         self.variant = cfg.loss
         self.eps = cfg.charbonnier_eps
-        self.bins = cfg.bins
+        self.grid = BinGrid.from_config(cfg)
+        self.labels = cfg.bin_labels
         self.alpha, self.beta, self.gamma = cfg.alpha, cfg.beta, cfg.gamma
         self.warmup = cfg.alpha_warmup_steps
         self.areas = list(cfg.areas)
+        self.level_weights = cfg.level_weights
 
     def alpha_at(self, step: int) -> float:
         """alpha ramped linearly from 0 over `alpha_warmup_steps` (no warm-up: alpha)."""
@@ -67,18 +110,27 @@ class FGDLoss(nn.Module):
             return self.alpha
         return self.alpha * min(1.0, step / self.warmup)
 
+    def _weights(self, targets: list[Tensor]) -> list[float]:
+        """Per-level weights of L_r: 1 each (equal), or pixels(l)/pixels(finest) (pixels: finest 1, next 1/4 ...)."""
+        if self.level_weights == "equal":
+            return [1.0] * len(targets)
+        finest = targets[-1].shape[-1] * targets[-1].shape[-2]
+        return [t.shape[-1] * t.shape[-2] / finest for t in targets]
+
     def forward(
         self, out: ModelOutput, targets: list[Tensor], step: int = 0
     ) -> tuple[Tensor, dict[str, float]]:
         if len(targets) != len(out.outputs):
             raise ValueError(f"{len(out.outputs)} pyramid outputs but {len(targets)} targets")
+        weights = self._weights(targets)
         l_r = out.outputs[0].new_zeros((), dtype=torch.float32)
-        for s, t in zip(out.outputs, targets, strict=True):
+        for s, t, wt in zip(out.outputs, targets, weights, strict=True):
             if s.shape != t.shape:
                 raise ValueError(f"output {tuple(s.shape)} and target {tuple(t.shape)} differ")
-            l_r = l_r + charbonnier(s, t, self.eps)
+            l_r = l_r + wt * charbonnier(s, t, self.eps)
         total = l_r
-        l_i = None
+        terms: dict[str, Tensor | float] = {"l_r": l_r.detach()}
+        centers = out.centers or [None] * len(out.logits)
         if out.centers is not None and self.variant != "aux":
             # fgd_head window: the candidate bins are centred on bin(I), so I must stay a good regression on its
             # own. S = A + h*tanh((I - A)/h) gives I no gradient once I is far outside the area; with the K-bin
@@ -86,45 +138,22 @@ class FGDLoss(nn.Module):
             # then drifts away and the model collapses (3 of 4 runs at lr 5e-3, docs/RESULTS.md). So I is also
             # supervised at the head levels, as LapSRN supervises every level's image (training only).
             l_i = sum(
-                charbonnier(img, t, self.eps)
-                for img, t, c in zip(out.images, targets, out.centers, strict=True)
+                wt * charbonnier(img, t, self.eps)
+                for img, t, c, wt in zip(out.images, targets, centers, weights, strict=True)
                 if c is not None
             )
             total = total + l_i
-        # detached tensors, turned into floats with one device sync at the end (not one .item() per term)
-        terms: dict[str, Tensor | float] = {"l_r": l_r.detach()}
-        if l_i is not None:
             terms["l_i"] = l_i.detach()
-        centers = out.centers or [None] * len(out.logits)
-        heads = [(lg, t, c) for lg, t, c in zip(out.logits, targets, centers, strict=True) if lg is not None]
+        anchors = out.anchors or [None] * len(out.logits)
+        heads = [
+            (lg, t, c, a)
+            for lg, t, c, a in zip(out.logits, targets, centers, anchors, strict=True)
+            if lg is not None
+        ]
+        if any(a is None for *_, a in heads):
+            raise ValueError("ModelOutput.anchors: the hard anchor is needed at every level with logits")
         if heads and self.variant != "l1":
-            ce = l_r.new_zeros(())
-            correct = l_r.new_zeros(())
-            inside = l_r.new_zeros(())
-            for logits, t, k0 in heads:
-                gt = bin_index(t, self.bins)[:, 0]  # (N, H, W) absolute GT bin
-                if k0 is None:
-                    target, pred = gt, logits.detach().argmax(dim=1)
-                else:
-                    # window head: channel j = bin k0 + j - w. A GT bin outside the window becomes the nearest
-                    # window edge (the largest move towards it; docs/LOSS.md): those pixels, where the regression
-                    # is worst, still teach the direction.
-                    w = (logits.shape[1] - 1) // 2
-                    rel = gt - k0[:, 0] + w
-                    inside = inside + ((rel >= 0) & (rel <= 2 * w)).float().mean()
-                    if OUT_OF_WINDOW == "ignore":  # -100: cross_entropy's ignore_index
-                        target = rel.masked_fill((rel < 0) | (rel > 2 * w), -100)
-                    else:
-                        target = rel.clamp(0, 2 * w)
-                    pred = (k0[:, 0] + logits.detach().argmax(dim=1) - w).clamp(0, self.bins - 1)
-                ce = ce + F.cross_entropy(logits.float(), target)  # Eq. 3, mean over pixels
-                correct = correct + (pred == gt).float().mean()  # absolute bins for every head
-            l_c1 = ce / len(heads)
-            alpha = self.alpha_at(step)
-            total = total + alpha * l_c1
-            terms.update(l_c1=l_c1.detach(), bin_acc=correct / len(heads), alpha=alpha)
-            if out.centers is not None:
-                terms["in_window"] = inside / len(heads)
+            total = total + self._classification(heads, step, terms)
         if out.class_probs is not None:
             p = out.class_probs
             l_c2 = class_distance_loss(p)
@@ -133,6 +162,26 @@ class FGDLoss(nn.Module):
             area = (p.mean(dim=(0, 2, 3)) * p.new_tensor(self.areas, dtype=p.dtype)).sum()
             terms.update(l_c2=l_c2.detach(), balance=bal.detach(), area=area.detach())
         terms["loss"] = total.detach()
+        # detached tensors, turned into floats with one device sync (not one .item() per term)
         keys = [k for k, v in terms.items() if isinstance(v, Tensor)]
         values = torch.stack([terms[k].float() for k in keys]).tolist()
         return total, {**terms, **dict(zip(keys, values, strict=True))}
+
+    def _classification(self, heads: list, step: int, terms: dict) -> Tensor:
+        """alpha * mean over head levels of L_c1; records l_c1, bin_acc, alpha (and in_window) in `terms`."""
+        ce = correct = inside = None
+        for logits, t, k0, anchor in heads:
+            c = classification_loss(logits.float(), t, k0, self.grid, self.labels)
+            hit = (self.grid.index(anchor) == self.grid.index(t)).float().mean()  # the hard decode's bin
+            ce, correct = (c, hit) if ce is None else (ce + c, correct + hit)
+            if k0 is not None:
+                w = (logits.shape[1] - 1) // 2
+                rel = self.grid.index(t) - k0
+                cover = ((rel >= -w) & (rel <= w)).float().mean()
+                inside = cover if inside is None else inside + cover
+        n = len(heads)
+        alpha = self.alpha_at(step)
+        terms.update(l_c1=(ce / n).detach(), bin_acc=(correct / n).detach(), alpha=alpha)
+        if inside is not None:
+            terms["in_window"] = (inside / n).detach()
+        return alpha * ce / n
