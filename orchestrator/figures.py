@@ -149,3 +149,18 @@ def crop_grid(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
                 ax.text(0.0, 1.28, row["title"], transform=ax.transAxes, fontsize=9, ha="left", va="bottom")
     fig.suptitle("Crops where FGD gains most (top) and least (bottom) against the baseline", fontsize=9)
     return _save(fig, path)
+
+
+def plot_validation_curves(
+    curves: dict[str, Sequence[tuple[int, float]]], title: str, path: str | Path
+) -> Path:
+    """One trial's validation metrics against the step, one panel each (`curves[metric] = [(step, value)]`)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+    for ax, (name, points) in zip(axes[0], curves.items(), strict=True):
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure_atomic(fig, path, dpi=80)

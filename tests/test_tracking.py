@@ -157,17 +157,18 @@ def test_sweep_against_http_server(mlflow_server, tmp_path):
     """The same sweep, logged over HTTP to `mlflow server` on 127.0.0.1 (artifacts proxied by the server)."""
     from tune_util import tiny_opts
 
+    from orchestrator.plan import make_plan
     from orchestrator.tune import run_sweep
 
     opts = tiny_opts(tmp_path, tracking_uri=mlflow_server, num_samples=2)
-    result = run_sweep(opts)
+    result = run_sweep(make_plan(opts))
     assert not result.partial and len(result.trials) == 2
     c = tracking.client(mlflow_server)
     runs = tracking.child_runs(mlflow_server, result.experiment_id, result.parent_run_id)
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert c.get_run(result.parent_run_id).info.status == "FINISHED"
     assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in runs)  # proxied
-    best = c.get_run(result.best.mlflow_run_id)
+    best = c.get_run(result.best().mlflow_run_id)
     names = {f.path for f in c.list_artifacts(best.info.run_id, "checkpoint")}
     assert "checkpoint/model.safetensors" in names
     assert (tmp_path / "artifacts").is_dir()  # the server wrote them, not the trials

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from orchestrator import tracking
 from orchestrator.cli import app
+from orchestrator.plan import make_plan
 from orchestrator.tune import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def test_worker_node_dies_and_trial_resumes_elsewhere(tmp_path):
     killer = threading.Thread(target=kill_worker_node, daemon=True)
     killer.start()
     try:
-        result = run_sweep(opts)
+        result = run_sweep(make_plan(opts))
     finally:
         killer.join(timeout=5)
         ray.shutdown()
