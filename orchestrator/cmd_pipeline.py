@@ -28,7 +28,7 @@ def pipeline(
         None, "--gpus-per-trial", help="GPUs per trial (fractions pack)."
     ),
     num_samples: int | None = typer.Option(
-        None, "--num-samples", help="Trials (an l1 baseline and an fd trial always among them)."
+        None, "--num-samples", help="Slots: each variant runs once per slot, on the same sampled settings."
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Training steps per trial."),
     search: str | None = typer.Option(None, "--search", help="optuna | random | grid."),
@@ -47,9 +47,15 @@ def pipeline(
     out: Path = typer.Option(
         Path("runs/pipeline"), "--out", help="Output folder (report.md, figures, models)."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Ray/MLflow/Optuna logs on the terminal (default: <out>/fgdsr.log)."
+    ),
 ) -> None:
     """The whole job: tune, pick the best FGD and baseline trials, export, benchmark, evaluate, report."""
-    from orchestrator.pipeline import PipelineOptions, load_pipeline_config, run_pipeline
+    import dataclasses
+
+    from orchestrator.pipeline import PipelineOptions, run_pipeline
+    from orchestrator.pipeline_config import load_pipeline_config
 
     if backend not in ("auto", "tensorrt", "onnxruntime", "torch"):
         raise UserError(f"--backend: unknown '{backend}'; use auto, tensorrt, onnxruntime or torch")
@@ -66,15 +72,18 @@ def pipeline(
         "address": address,
         "storage": storage,
     }
-    pcfg.tune.update({k: v for k, v in tune_overrides.items() if v is not None})
+    pcfg = dataclasses.replace(
+        pcfg, tune={**pcfg.tune, **{k: v for k, v in tune_overrides.items() if v is not None}}
+    )
     opts = PipelineOptions(
         config=pcfg,
         out=out,
         backend=backend,
-        eval_datasets=list(eval_dataset) if eval_dataset else None,
+        eval_datasets=tuple(eval_dataset) if eval_dataset else None,
         data_root=str(data_root) if data_root else None,
         tracking_uri=tracking_uri,
         experiment=experiment,
+        verbose=verbose,
     )
     run_pipeline(opts)
 

@@ -120,7 +120,17 @@ def test_resume_with_a_changed_sweep_is_refused(tmp_path):
     (tmp_path / "wide.yaml").write_text(
         (tmp_path / "space.yaml").read_text().replace("[5.0e-4, 2.0e-3]", "[1.0e-4, 2.0e-3]")
     )
-    base = ["tune", "--gpus", "0", "--config", opts.config, "--out", opts.out, "--tracking-uri", opts.tracking_uri]
+    base = [
+        "tune",
+        "--gpus",
+        "0",
+        "--config",
+        opts.config,
+        "--out",
+        opts.out,
+        "--tracking-uri",
+        opts.tracking_uri,
+    ]
     base += ["--search", "random", "--scheduler", "fifo", "--resume", "--dry-run"]
     same = ["--space", opts.space, "--num-samples", "2"]
     assert CliRunner().invoke(app, [*base, *same]).exit_code == 0  # nothing changed: resumable
@@ -139,7 +149,10 @@ def test_resume_with_a_changed_sweep_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--tracking-uri", "http://127.0.0.1:9"], "--tracking-uri http://127.0.0.1:9: no MLflow server answers"),
+        (
+            ["--tracking-uri", "http://127.0.0.1:9"],
+            "--tracking-uri http://127.0.0.1:9: no MLflow server answers",
+        ),
         (["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster answers"),
     ],
 )
@@ -158,7 +171,9 @@ def test_unreachable_server_or_cluster_fails_fast(tmp_path, args, needle):
     took = time.perf_counter() - t0
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], p.stderr
-    assert not (Path(opts.out) / "ray").exists() and not (Path(opts.out) / "fgdsr.log").exists()  # Ray never ran
+    assert (
+        not (Path(opts.out) / "ray").exists() and not (Path(opts.out) / "fgdsr.log").exists()
+    )  # Ray never ran
     assert took < 60, f"took {took:.0f} s"  # the CLI's imports on a loaded machine; the check itself is 3-5 s
 
 
@@ -201,7 +216,9 @@ def test_cpu_sweep_four_trials(tmp_path):
     # the Optuna study is in the sweep folder and holds every trial (`optuna-dashboard sqlite:///…/optuna.db`)
     import optuna
 
-    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{Path(opts.out).resolve() / 'optuna.db'}")
+    study = optuna.load_study(
+        study_name="sweep", storage=f"sqlite:///{Path(opts.out).resolve() / 'optuna.db'}"
+    )
     assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
     assert sorted(t.params["loss"] for t in study.trials) == sorted(t["variant"] for t in res["trials"])
     assert res["analysis"]["study_trials"] == 4 and Path(res["analysis"]["report"]).is_file()
