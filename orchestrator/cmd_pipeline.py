@@ -6,6 +6,8 @@ Thin Typer layer: options are parsed here, the work happens in `orchestrator.pip
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -139,25 +141,29 @@ def reproduce(
         if seeds < 1:
             raise UserError("--seeds: at least 1")
         from fgdsr.config import parse_set_args
+        from orchestrator.table1 import Table1Options, reproduce_table1
 
-        result = rep.reproduce_table1(
-            budget_minutes=budget_minutes,
-            seeds=seeds,
-            gpus=gpus,
-            gpus_per_trial=gpus_per_trial,
-            init_from=str(init_from) if init_from else None,
-            config=config,
-            overrides=parse_set_args(set_),
-            train_dataset=train_dataset,
-            variants=[v.strip() for v in variants.split(",") if v.strip()],
-            data_root=str(data_root) if data_root else None,
-            out=out or Path("runs/reproduce-table1"),
-            resume=resume,
-            tracking_uri=tracking_uri,
-            experiment=experiment,
-            quiet=json_,
-        )
+        result = reproduce_table1(
+            Table1Options(
+                budget_minutes=budget_minutes,
+                seeds=seeds,
+                gpus=gpus,
+                gpus_per_trial=gpus_per_trial,
+                init_from=str(init_from) if init_from else None,
+                config=config,
+                overrides=parse_set_args(set_),
+                train_dataset=train_dataset,
+                variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
+                data_root=str(data_root) if data_root else None,
+                out=out or Path("runs/reproduce-table1"),
+                resume=resume,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                quiet=json_,
+                command_line=shlex.join(["fgdsr", *sys.argv[1:]]),
+            )
+        ).to_dict()
     else:
         raise UserError(f"reproduce: unknown table '{table}'; use table1 or table2")
     if json_:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(result, indent=2, default=str))

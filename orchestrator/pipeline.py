@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -368,6 +369,8 @@ def figures_stage(plan: PipelinePlan, sweep: SweepResult, ev: Evaluation, ups, v
     )  # fmt: skip
     f5 = fig5_rows(ev.images, ups, plan, variants)
     figures.crop_grid(f5, fig_dir / "fig5_crops.png")
+    if sweep.analysis.get("figure"):  # the sweep's parallel coordinates, next to the report's other figures
+        shutil.copyfile(sweep.analysis["figure"], fig_dir / "parallel_coordinates.png")
     return FigureData(histories, fits, tuple({k: v for k, v in r.items() if k != "crops"} for r in f5))
 
 

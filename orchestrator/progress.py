@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from orchestrator import tracking
 
 _log = logging.getLogger(__name__)
+LABEL = 34  # characters of a trial's run name on its bar (the bar and the counts must fit 80 columns)
 
 
 def progress_bars(console):
@@ -77,7 +78,8 @@ class SweepProgress:
             rid = run.info.run_id
             hist = tracking.metric_history(self.uri, rid, "val_psnr")
             step = hist[-1][0] if hist else 0
-            label = f"  {run.info.run_name or run.data.tags.get('trial_id', rid[:6])}"
+            name = run.info.run_name or run.data.tags.get("trial_id", rid[:6])
+            label = f"  {name if len(name) <= LABEL else name[: LABEL - 1] + '…'}"
             if rid not in self.tasks:
                 self.tasks[rid] = self.progress.add_task(label, total=self.max_steps)
             psnr = f" {hist[-1][1]:.2f} dB" if hist else ""
