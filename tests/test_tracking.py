@@ -173,3 +173,26 @@ def test_sweep_against_http_server(mlflow_server, tmp_path):
     assert "checkpoint/model.safetensors" in names
     assert (tmp_path / "artifacts").is_dir()  # the server wrote them, not the trials
     assert result.registered and result.registered.startswith("fgdsr-lapsrn-")
+
+
+def test_restarted_trial_does_not_relog_steps(store):
+    """A trial restored from its step-4 checkpoint re-trains steps 5-6: MLflow keeps one value per step."""
+    exp = tracking.init_experiment(store, "t3")
+    assert (
+        tracking.client(store).get_experiment(exp).tags[tracking.EXPERIMENT_KIND_TAG]
+        == "custom_model_development"
+    )
+    parent = tracking.start_parent_run(store, exp, "sweep", {}, {})
+    first = tracking.TrialRun(store, exp, parent, "tr", None, "fd lr=1e-3", {}, {})
+    for step in range(1, 7):
+        first.log_metrics(step, {"loss": float(step), "lr": 1e-3})
+    first.end("FAILED")  # the node died after step 6; its last checkpoint was step 4
+    again = tracking.TrialRun(store, exp, parent, "tr", first.run_id, "fd lr=1e-3", {}, {})
+    assert again.logged_step == 6
+    for step in range(5, 9):  # the restart re-trains 5 and 6
+        again.log_metrics(step, {"loss": 10.0 * step, "lr": 1e-3})
+    again.end("FINISHED")
+    hist = sorted(tracking.client(store).get_metric_history(first.run_id, "loss"), key=lambda m: m.step)
+    assert [m.step for m in hist] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [m.value for m in hist] == [1, 2, 3, 4, 5, 6, 70, 80]  # 5 and 6 as first logged, never twice
+    assert tracking.client(store).get_run(first.run_id).info.run_name == "fd lr=1e-3"
