@@ -86,17 +86,20 @@ def tune(
             command_line=shlex.join(["fgdsr", *sys.argv[1:]]),
         )
     )
+    _run_and_print(plan, as_json)
+
+
+def _run_and_print(plan, as_json: bool) -> None:
+    """JSON on stdout (for scripts), the plan (dry run), or fgdsr's progress and the results table."""
+    import contextlib
+
+    from orchestrator.tune import run_sweep
+
     if as_json:  # stdout carries the JSON only (--verbose: the libraries' output goes to stderr)
-        import contextlib
-
-        from orchestrator.tune import run_sweep
-
         with contextlib.redirect_stdout(sys.stderr):
             result = run_sweep(plan)
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif plan.dry_run:
-        from orchestrator.tune import run_sweep
-
         _print_plan(run_sweep(plan).plan)
     else:
         _print_result(_run_with_progress(plan))
