@@ -34,7 +34,9 @@ SCHEDULERS = ("asha", "fifo")
 class TuneOptions:
     """Everything `fgdsr tune` takes (CLI flags map 1:1); `force_variants`, `overrides`, `paired` are for callers."""
 
-    config: str | None = None  # None: fgdsr/configs/tune-demo.yaml
+    config: str | TrainConfig | None = (
+        None  # a YAML path, a loaded config, None: fgdsr/configs/tune-demo.yaml
+    )
     space: str | space_mod.SearchSpace | None = (
         None  # a YAML path, a parsed space, None: fgdsr/configs/space.yaml
     )
@@ -274,12 +276,21 @@ def _base_config(opts: TuneOptions) -> TrainConfig:
     overrides = dict(opts.overrides)
     if opts.max_steps is not None:
         overrides["max_steps"] = opts.max_steps
-    base = load_config(opts.config or DEMO_CONFIG, overrides)
+    if isinstance(opts.config, TrainConfig):  # loaded by the caller (reproduce table1): not read again
+        base = opts.config.replace(**overrides)
+    else:
+        base = load_config(opts.config or DEMO_CONFIG, overrides)
     root = Path(base.data_root).expanduser() if base.data_root else default_data_root()
     fixed: dict[str, Any] = {"data_root": str(root.resolve())}
     if base.init_from:
         fixed["init_from"] = str(Path(base.init_from).expanduser().resolve())
     return base.replace(**fixed)
+
+
+def _config_source(config: str | TrainConfig | None) -> str:
+    return (
+        "a TrainConfig given by the caller" if isinstance(config, TrainConfig) else str(config or DEMO_CONFIG)
+    )
 
 
 def _space(opts: TuneOptions, base: TrainConfig) -> space_mod.SearchSpace:
@@ -341,7 +352,7 @@ def make_plan(opts: TuneOptions) -> SweepPlan:
     # resuming without --tracking-uri continues in the store the sweep started in
     uri = opts.tracking_uri or (stored.plan["tracking_uri"] if stored else None)
     plan = SweepPlan(
-        name=opts.name, out=str(Path(opts.out).resolve()), config=str(opts.config or DEMO_CONFIG), base=base,
+        name=opts.name, out=str(Path(opts.out).resolve()), config=_config_source(opts.config), base=base,
         space=space, search=opts.search, scheduler=opts.scheduler,
         asha=Asha(min(space.grace_period, base.max_steps), base.max_steps, space.reduction_factor)
         if opts.scheduler == "asha" else None,

@@ -179,8 +179,10 @@ def _overrides(opts: Table1Options) -> dict[str, Any]:
     return ovr
 
 
-def plan_table1(opts: Table1Options, console) -> Table1State:
-    """The run's state: read back on `--resume`, else measured (training speed -> steps) and written."""
+def plan_table1(opts: Table1Options, console):
+    """-> (the run's state, its base TrainConfig): read back on `--resume`, else measured and written.
+
+    The state maps the budget to steps with the training speed measured here (`calibrate_steps`)."""
     from fgdsr.config import CONFIG_DIR, load_config
 
     bad = [v for v in opts.variants if v not in VARIANTS]
@@ -191,7 +193,8 @@ def plan_table1(opts: Table1Options, console) -> Table1State:
         if not state_path.is_file():
             raise UserError(f"--resume: {state_path} not found; run without --resume first (same --out)")
         data = json.loads(state_path.read_text())  # the interrupted run's config, budget and step count
-        return Table1State(**{**data, "variants": tuple(data["variants"])})
+        state = Table1State(**{**data, "variants": tuple(data["variants"])})
+        return state, load_config(state.config, state.overrides)
     cfg_path = str(Path(opts.config).resolve()) if opts.config else str(CONFIG_DIR / "lapsrn.yaml")
     ovr = _overrides(opts)
     base = load_config(cfg_path, ovr)
@@ -210,21 +213,19 @@ def plan_table1(opts: Table1Options, console) -> Table1State:
     state = Table1State(max(1, int(opts.budget_minutes * 60 * slowest)), rates, opts.budget_minutes, opts.seeds,
                         variants, cfg_path, ovr, opts.command_line)  # fmt: skip
     write_text_atomic(state_path, json.dumps(dataclasses.asdict(state), indent=2) + "\n")
-    return state
+    return state, base
 
 
-def sweep_plan(state: Table1State, opts: Table1Options):
+def sweep_plan(state: Table1State, opts: Table1Options, base):
     """The Tune sweep of Table 1: a grid over variant × seed, every run the same number of steps (FIFO)."""
-    from fgdsr.config import load_config
     from orchestrator.plan import TuneOptions, make_plan
     from orchestrator.space import SearchSpace
 
     space = SearchSpace(params={"loss": ("choice", list(state.variants)), "seed": ("choice", list(range(state.seeds)))},
                         source="reproduce table1 (variant × seed)")  # fmt: skip
-    val_every = max(1, min(load_config(state.config, state.overrides).val_every, state.max_steps // 4 or 1))
+    val_every = max(1, min(base.val_every, state.max_steps // 4 or 1))
     return make_plan(TuneOptions(
-        config=state.config, space=space, overrides={**state.overrides, "max_steps": state.max_steps,
-        "val_every": val_every}, gpus=opts.gpus, gpus_per_trial=opts.gpus_per_trial, search="grid",
+        config=base, space=space, overrides={"max_steps": state.max_steps, "val_every": val_every}, gpus=opts.gpus, gpus_per_trial=opts.gpus_per_trial, search="grid",
         scheduler="fifo", out=str(Path(opts.out).expanduser().resolve() / "tune"), name="table1",
         resume=opts.resume, tracking_uri=opts.tracking_uri, experiment=opts.experiment or "fgdsr-table1",
         force_variants=(), register=False, command_line=state.command,
@@ -373,8 +374,8 @@ def reproduce_table1(opts: Table1Options) -> Table1Result:
     t0 = time.perf_counter()
     console = Console(stderr=True, quiet=opts.quiet)
     out = Path(opts.out).expanduser().resolve()
-    state = plan_table1(opts, console)
-    plan = sweep_plan(state, opts)
+    state, base = plan_table1(opts, console)
+    plan = sweep_plan(state, opts, base)
     root, sets = present_sets(opts.data_root or plan.base.data_root)
     console.print(f"table1: {plan.trials} runs ({', '.join(state.variants)} × {state.seeds} seeds), "
                   f"{state.max_steps} steps each (budget {state.budget_minutes:g} min per run)")  # fmt: skip
