@@ -191,7 +191,10 @@ def _print_result(result) -> None:
     if result.analysis:
         con.print(f"sweep report: {result.analysis['report']}; Optuna study: "
                   f"optuna-dashboard {result.analysis['study_storage']}")  # fmt: skip
-    con.print(f"MLflow: {result.tracking_uri} (parent run {result.parent_run_id}); open it with `fgdsr ui`")
+    from orchestrator.tracking import ui_url
+
+    con.print(f"MLflow: {result.tracking_uri} (parent run {result.parent_run_id}); open it with `fgdsr ui`, "
+              f"then {ui_url(result.tracking_uri, result.experiment_id)}", markup=False)  # fmt: skip
 
 
 def _fmt(v, spec: str = "") -> str:

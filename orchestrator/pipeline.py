@@ -376,6 +376,7 @@ def figures_stage(plan: PipelinePlan, sweep: SweepResult, ev: Evaluation, ups, v
 
 def summarise(plan: PipelinePlan, sweep: SweepResult, comparison: Comparison, deployment: Deployment,
               ev: Evaluation, figs: FigureData, t0: float) -> PipelineSummary:  # fmt: skip
+    from orchestrator import tracking
     from orchestrator.pipeline_report import below_bicubic
 
     opts, base = plan.options, plan.sweep.base
@@ -385,6 +386,7 @@ def summarise(plan: PipelinePlan, sweep: SweepResult, comparison: Comparison, de
         command=plan.sweep.command_line, config=opts.config.source, out=str(plan.out), scale=plan.scale,
         data_root=plan.data_root,
         ui_command="fgdsr ui" + ("" if opts.tracking_uri is None else f" --tracking-uri {sweep.tracking_uri}"),
+        ui_url=tracking.ui_url(sweep.tracking_uri, sweep.experiment_id),
         note="CPU demo at toy size (a small LapSRN, a few hundred steps on built-in photos): it shows the machinery "
         "working end to end; its PSNR differences are not evidence about the FGD loss." if cpu_toy else "",
     )  # fmt: skip

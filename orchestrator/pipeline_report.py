@@ -54,7 +54,7 @@ def _header(s: PipelineSummary) -> list[str]:
         "# fgdsr pipeline report",
         f"Run {j.date} on {j.machine} in {s.wall_s:.0f} s. Command: `{j.command}`. Config: `{j.config}`. MLflow: "
         f"`{sw.tracking_uri}`, experiment `{sw.plan.experiment}`, sweep parent run `{sw.parent_run_id}` (every "
-        f"artefact below is attached to it under `pipeline/`; open with `{j.ui_command}`).",
+        f"artefact below is attached to it under `pipeline/`; open with `{j.ui_command}`, then {j.ui_url}).",
     ]
     return parts + ([f"> {j.note}"] if j.note else [])
 
@@ -221,7 +221,8 @@ def terminal_summary(s: PipelineSummary, console) -> None:
         f"report: {out / 'report.md'}  (figures in {out / 'figures'}; {s.wall_s:.0f} s)", markup=False
     )
     console.print(f"MLflow: parent run {s.sweep.parent_run_id} in experiment '{s.sweep.plan.experiment}' "
-                  f"({s.sweep.tracking_uri}); open the UI with `{s.job.ui_command}`", markup=False)  # fmt: skip
+                  f"({s.sweep.tracking_uri}); open the UI with `{s.job.ui_command}`, then {s.job.ui_url}",
+                  markup=False)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- outputs

@@ -83,6 +83,7 @@ class JobInfo:
     scale: int
     data_root: str
     ui_command: str
+    ui_url: str  # the experiment's runs table (MLflow's model-training view)
     note: str = ""
 
 

@@ -80,6 +80,9 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 # MLflow 3's value for classic model training (its UI then opens on the runs table, not the GenAI overview);
 # from mlflow/server/js (ExperimentKind.CUSTOM_MODEL_DEVELOPMENT) and mlflow's onboarding skill, 3.17.
 MODEL_TRAINING_KIND = "custom_model_development"
+# MLflow 3.17's UI shows an experiment as GenAI or model training by its sidebar switch (the URL's `workflowType`,
+# else the browser's last choice, GenAI by default), not by the tag: fgdsr's links carry the switch.
+UI_WORKFLOW = "machine_learning"
 LOGGED_STEP_TAG = "fgdsr.logged_step"  # the last step whose metrics are in the run (a restart skips up to it)
 BATCH = 100  # entities per log_batch request (MLflow's limit for params and tags; metrics allow more)
 
@@ -126,6 +129,12 @@ def init_experiment(uri: str, name: str) -> str:
         artifact_location = (db.parent / "mlartifacts").as_uri()
     tags = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
     return retry(lambda: c.create_experiment(name, artifact_location=artifact_location, tags=tags))
+
+
+def ui_url(uri: str, experiment_id: str | None, port: int = 5000) -> str:
+    """The experiment's runs table in the MLflow UI (an HTTP store serves it; else `fgdsr ui` on `port`)."""
+    base = uri.rstrip("/") if is_http(uri) else f"http://127.0.0.1:{port}"
+    return f"{base}/#/experiments/{experiment_id or 0}?workflowType={UI_WORKFLOW}"
 
 
 def metric_list(metrics: dict[str, Any], step: int = 0) -> list:
