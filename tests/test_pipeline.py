@@ -229,6 +229,9 @@ def test_pipeline_small_end_to_end(tmp_path, monkeypatch):
     assert parent.data.tags["pipeline.fgd_trial"] == s.comparison.best_fgd.trial_id
     assert parent.data.metrics["pipeline_fd_mini_psnr"] == pytest.approx(rows["fd"]["sets"]["mini"]["psnr"])
     assert re.search(r"sweep parent run `[0-9a-f]{32}`", text)
+    assert (
+        f"#/experiments/{s.sweep.experiment_id}?workflowType=machine_learning" in text
+    )  # opens the runs table
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
