@@ -52,9 +52,9 @@ class Session:
 def run_sweep(plan: SweepPlan) -> SweepResult:
     """Run (or with `plan.dry_run`, only check) a sweep; see the module docstring."""
     t0 = time.perf_counter()
-    preflight(plan)
-    if plan.dry_run:
+    if plan.dry_run:  # the plan only: no network (a cluster's hosts need not resolve where it is planned)
         return SweepResult(plan=plan, dry_run=True)
+    preflight(plan)
     with library_output(plan.log_file, plan.verbose):
         result = _run(plan, t0)
     result = dataclasses.replace(result, wall_s=time.perf_counter() - t0)
