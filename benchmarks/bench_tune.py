@@ -38,7 +38,8 @@ def main() -> None:
     from fgdsr.config import load_config
     from fgdsr.train import train
     from orchestrator import tracking
-    from orchestrator.tune import TuneOptions, run_sweep
+    from orchestrator.plan import TuneOptions, make_plan
+    from orchestrator.tune import run_sweep
 
     overrides = {"max_steps": args.steps, "val_every": args.val_every}
     cfg = load_config(args.config, overrides)
@@ -72,11 +73,10 @@ def main() -> None:
             tracking_uri=uri,
             experiment="bench",
             overrides=overrides,
-            quiet=True,
             num_cpus=os.cpu_count(),
         )
         t0 = time.perf_counter()
-        result = run_sweep(opts)
+        result = run_sweep(make_plan(opts))  # the plan (config read, space parsed) is timed too
         sweep_s = time.perf_counter() - t0
         (trial,) = result.trials
         c = tracking.client(uri)
@@ -87,7 +87,7 @@ def main() -> None:
         try:
             from ray.tune import ExperimentAnalysis
 
-            df = ExperimentAnalysis(result.experiment_path).dataframe()
+            df = ExperimentAnalysis(result.plan.experiment_path).dataframe()
         except Exception:
             pass
         trial_total_s = float(df["time_total_s"].iloc[0]) if df is not None and "time_total_s" in df else None

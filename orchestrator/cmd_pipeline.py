@@ -6,6 +6,8 @@ Thin Typer layer: options are parsed here, the work happens in `orchestrator.pip
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -28,7 +30,7 @@ def pipeline(
         None, "--gpus-per-trial", help="GPUs per trial (fractions pack)."
     ),
     num_samples: int | None = typer.Option(
-        None, "--num-samples", help="Trials (an l1 baseline and an fd trial always among them)."
+        None, "--num-samples", help="Slots: each variant runs once per slot, on the same sampled settings."
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Training steps per trial."),
     search: str | None = typer.Option(None, "--search", help="optuna | random | grid."),
@@ -47,9 +49,15 @@ def pipeline(
     out: Path = typer.Option(
         Path("runs/pipeline"), "--out", help="Output folder (report.md, figures, models)."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Ray/MLflow/Optuna logs on the terminal (default: <out>/fgdsr.log)."
+    ),
 ) -> None:
     """The whole job: tune, pick the best FGD and baseline trials, export, benchmark, evaluate, report."""
-    from orchestrator.pipeline import PipelineOptions, load_pipeline_config, run_pipeline
+    import dataclasses
+
+    from orchestrator.pipeline import PipelineOptions, run_pipeline
+    from orchestrator.pipeline_config import load_pipeline_config
 
     if backend not in ("auto", "tensorrt", "onnxruntime", "torch"):
         raise UserError(f"--backend: unknown '{backend}'; use auto, tensorrt, onnxruntime or torch")
@@ -66,15 +74,18 @@ def pipeline(
         "address": address,
         "storage": storage,
     }
-    pcfg.tune.update({k: v for k, v in tune_overrides.items() if v is not None})
+    pcfg = dataclasses.replace(
+        pcfg, tune={**pcfg.tune, **{k: v for k, v in tune_overrides.items() if v is not None}}
+    )
     opts = PipelineOptions(
         config=pcfg,
         out=out,
         backend=backend,
-        eval_datasets=list(eval_dataset) if eval_dataset else None,
+        eval_datasets=tuple(eval_dataset) if eval_dataset else None,
         data_root=str(data_root) if data_root else None,
         tracking_uri=tracking_uri,
         experiment=experiment,
+        verbose=verbose,
     )
     run_pipeline(opts)
 
@@ -130,25 +141,29 @@ def reproduce(
         if seeds < 1:
             raise UserError("--seeds: at least 1")
         from fgdsr.config import parse_set_args
+        from orchestrator.table1 import Table1Options, reproduce_table1
 
-        result = rep.reproduce_table1(
-            budget_minutes=budget_minutes,
-            seeds=seeds,
-            gpus=gpus,
-            gpus_per_trial=gpus_per_trial,
-            init_from=str(init_from) if init_from else None,
-            config=config,
-            overrides=parse_set_args(set_),
-            train_dataset=train_dataset,
-            variants=[v.strip() for v in variants.split(",") if v.strip()],
-            data_root=str(data_root) if data_root else None,
-            out=out or Path("runs/reproduce-table1"),
-            resume=resume,
-            tracking_uri=tracking_uri,
-            experiment=experiment,
-            quiet=json_,
-        )
+        result = reproduce_table1(
+            Table1Options(
+                budget_minutes=budget_minutes,
+                seeds=seeds,
+                gpus=gpus,
+                gpus_per_trial=gpus_per_trial,
+                init_from=str(init_from) if init_from else None,
+                config=config,
+                overrides=parse_set_args(set_),
+                train_dataset=train_dataset,
+                variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
+                data_root=str(data_root) if data_root else None,
+                out=out or Path("runs/reproduce-table1"),
+                resume=resume,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                quiet=json_,
+                command_line=shlex.join(["fgdsr", *sys.argv[1:]]),
+            )
+        ).to_dict()
     else:
         raise UserError(f"reproduce: unknown table '{table}'; use table1 or table2")
     if json_:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(result, indent=2, default=str))

@@ -55,80 +55,101 @@ def tune(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and validate; train nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts)."),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Ray/MLflow/Optuna logs on the terminal (default: <out>/fgdsr.log)."
+    ),
 ) -> None:
     """Hyperparameter sweep of LapSRN + FGD loss on Ray Tune, every trial tracked in MLflow."""
-    from orchestrator.tune import TuneOptions, run_sweep
+    from orchestrator.plan import TuneOptions, make_plan
 
-    opts = TuneOptions(
-        config=str(config) if config else None,
-        space=str(space) if space else None,
-        gpus=gpus,
-        gpus_per_trial=gpus_per_trial,
-        cpus_per_trial=cpus_per_trial,
-        num_samples=num_samples,
-        search=search,
-        scheduler=scheduler,
-        max_steps=max_steps,
-        address=address,
-        storage=storage,
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        name=name,
-        out=str(out),
-        resume=resume,
-        max_failures=max_failures,
-        dry_run=dry_run,
-        quiet=as_json,
-        command_line=shlex.join(["fgdsr", *sys.argv[1:]]),
+    plan = make_plan(
+        TuneOptions(
+            config=str(config) if config else None,
+            space=str(space) if space else None,
+            gpus=gpus,
+            gpus_per_trial=gpus_per_trial,
+            cpus_per_trial=cpus_per_trial,
+            num_samples=num_samples,
+            search=search,
+            scheduler=scheduler,
+            max_steps=max_steps,
+            address=address,
+            storage=storage,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            name=name,
+            out=str(out),
+            resume=resume,
+            max_failures=max_failures,
+            dry_run=dry_run,
+            verbose=verbose,
+            command_line=shlex.join(["fgdsr", *sys.argv[1:]]),
+        )
     )
-    if as_json:  # stdout carries the JSON only: Tune's own progress output goes to stderr
-        import contextlib
+    _run_and_print(plan, as_json)
 
+
+def _run_and_print(plan, as_json: bool) -> None:
+    """JSON on stdout (for scripts), the plan (dry run), or fgdsr's progress and the results table."""
+    import contextlib
+
+    from orchestrator.tune import run_sweep
+
+    if as_json:  # stdout carries the JSON only (--verbose: the libraries' output goes to stderr)
         with contextlib.redirect_stdout(sys.stderr):
-            result = run_sweep(opts)
-    else:
-        result = run_sweep(opts)
-    if as_json:
+            result = run_sweep(plan)
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
-        return
-    if result.dry_run:
-        _print_plan(result.plan)
-        return
-    _print_result(result)
+    elif plan.dry_run:
+        _print_plan(run_sweep(plan).plan)
+    else:
+        _print_result(_run_with_progress(plan))
 
 
-def _print_plan(plan: dict) -> None:
+def _run_with_progress(plan):
+    """The sweep with fgdsr's own bars on the terminal; the libraries' output in <out>/fgdsr.log."""
+    from rich.console import Console
+
+    from orchestrator.logs import library_output
+    from orchestrator.progress import progress_bars, sweep_bars
+    from orchestrator.tune import preflight, run_sweep
+
+    console = Console(file=sys.stdout)  # bound now: inside library_output sys.stdout is the log file
+    preflight(plan)
+    where = "here" if plan.verbose else str(plan.log_file)
+    console.print(f"[bold]fgdsr tune[/bold] '{plan.name}': {plan.trials} trials x {plan.base.max_steps} steps "
+                  f"({plan.search}, {plan.scheduler}, {plan.resources.concurrency} at once); library logs: {where}")  # fmt: skip
+    with library_output(plan.log_file, plan.verbose), progress_bars(console) as bars, sweep_bars(bars, plan):
+        return run_sweep(plan)
+
+
+def _print_plan(plan) -> None:
     from rich.console import Console
     from rich.table import Table
 
     con = Console()
-    res = plan["resources"]
-    con.print(f"[bold]fgdsr tune plan[/bold] '{plan['name']}' (dry run: nothing trained)")
+    res = plan.resources
+    con.print(f"[bold]fgdsr tune plan[/bold] '{plan.name}' (dry run: nothing trained)")
     con.print(
-        f"  trials: {plan['trials']}  search: {plan['search']}  scheduler: {plan['scheduler']}"
-        + (
-            f" (grace {plan['asha']['grace_period']} of {plan['asha']['max_t']} steps)"
-            if plan["asha"]
-            else ""
-        )
+        f"  trials: {plan.trials}  search: {plan.search}  scheduler: {plan.scheduler}"
+        + (f" (grace {plan.asha.grace_period} of {plan.asha.max_t} steps)" if plan.asha else "")
     )
     con.print(
-        f"  resources: {res['gpus']:g} GPUs, {res['gpus_per_trial']:g} GPU + {res['cpus_per_trial']:g} CPU per "
-        f"trial x {res['workers_per_trial']} worker(s); {res['concurrency']} trials at once; "
-        f"cluster: {plan['cluster']}"
-        + (" (budget checked when connecting)" if plan["cluster"] != "local" else "")
+        f"  resources: {res.gpus:g} GPUs, {res.gpus_per_trial:g} GPU + {res.cpus_per_trial:g} CPU per "
+        f"trial x {res.workers_per_trial} worker(s); {res.concurrency} trials at once; "
+        f"cluster: {plan.cluster}" + (" (budget checked when connecting)" if plan.cluster != "local" else "")
     )
-    con.print(f"  storage: {plan['experiment_path']}  max_failures: {plan['max_failures']}")
-    con.print(f"  tracking: {plan['tracking_uri']}  experiment: {plan['experiment']}")
-    con.print(f"  base config: {plan['config']} (max_steps {plan['base_config']['max_steps']})")
+    con.print(f"  storage: {plan.experiment_path}  max_failures: {plan.max_failures}")
+    con.print(f"  tracking: {plan.tracking_uri}  experiment: {plan.experiment}")
+    con.print(f"  base config: {plan.config} (max_steps {plan.base.max_steps})")
+    described = plan.space.describe()
     t = Table(title="search space")
     t.add_column("field")
     t.add_column("domain")
-    for k, v in plan["space"]["params"].items():
+    for k, v in described["params"].items():
         t.add_row(k, json.dumps(v))
     con.print(t)
-    if plan["space"]["forced"]:
-        con.print(f"  evaluated first: {plan['space']['forced']}")
+    if described["forced"]:
+        con.print(f"  evaluated first: {described['forced']}")
 
 
 def _print_result(result) -> None:
@@ -136,12 +157,13 @@ def _print_result(result) -> None:
     from rich.table import Table
 
     con = Console()
+    plan, best = result.plan, result.best()
     keys = sorted({k for t in result.trials for k in t.config} - {"loss"})
-    t = Table(title=f"sweep '{result.plan['name']}': {len(result.trials)} trials in {result.wall_s:.0f} s")
+    t = Table(title=f"sweep '{plan.name}': {len(result.trials)} trials in {result.wall_s:.0f} s")
     for col in ("trial", "state", "variant", *keys, "steps", "PSNR", "SSIM", "best PSNR"):
         t.add_column(col)
     for tr in sorted(result.trials, key=lambda x: -(x.best_val_psnr or -1e9)):
-        mark = " *" if result.best is not None and tr.trial_id == result.best.trial_id else ""
+        mark = " *" if best is not None and tr.trial_id == best.trial_id else ""
         t.add_row(
             tr.trial_id + mark,
             tr.state,
@@ -156,18 +178,23 @@ def _print_result(result) -> None:
     if result.partial:
         con.print(
             "[bold yellow]The sweep was interrupted: some trials did not finish, so no best model was "
-            f"exported.[/bold yellow] Continue it with: fgdsr tune --resume --out {result.plan['out']} "
-            f"--name {result.plan['name']} --gpus {result.plan['resources']['gpus']:g}"
+            f"exported.[/bold yellow] Continue it with: fgdsr tune --resume --out {plan.out} "
+            f"--name {plan.name} --gpus {plan.resources.gpus:g}"
         )
-    elif result.best is None:
-        con.print("[bold red]No trial reported a validation result; nothing exported.[/bold red]")
+    elif best is None:
+        con.print("[bold red]No trial finished with a validation result; nothing exported.[/bold red]")
     else:
-        b = result.best
         con.print(
-            f"best: {b.trial_id} ({b.variant}) val PSNR {b.best_val_psnr:.2f} dB at step {b.best_step} -> "
-            f"{result.best_dir}" + (f"; registered as {result.registered}" if result.registered else "")
+            f"best: {best.trial_id} ({best.label}) val PSNR {best.best_val_psnr:.2f} dB at step {best.best_step} "
+            f"-> {result.best_dir}" + (f"; registered as {result.registered}" if result.registered else "")
         )
-    con.print(f"MLflow: {result.tracking_uri} (parent run {result.parent_run_id}); open it with `fgdsr ui`")
+    if result.analysis:
+        con.print(f"sweep report: {result.analysis['report']}; Optuna study: "
+                  f"optuna-dashboard {result.analysis['study_storage']}")  # fmt: skip
+    from orchestrator.tracking import ui_url
+
+    con.print(f"MLflow: {result.tracking_uri} (parent run {result.parent_run_id}); open it with `fgdsr ui`, "
+              f"then {ui_url(result.tracking_uri, result.experiment_id)}", markup=False)  # fmt: skip
 
 
 def _fmt(v, spec: str = "") -> str:

@@ -58,17 +58,19 @@ def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
     return {"slope": float(slope), "intercept": float(intercept), "r": r, "n": int(xa.size)}
 
 
-def plot_entropy_analysis(images: Sequence[dict[str, Any]], path: str | Path) -> dict[str, dict[str, float]]:
+def plot_entropy_analysis(
+    entropy: Sequence[float], psnr_baseline: Sequence[float], psnr_fgd: Sequence[float], path: str | Path
+) -> dict[str, dict[str, float]]:
     """The paper's Fig. 1: per-image entropy (bits) vs PSNR (baseline, FGD) and vs ΔPSNR = FGD − baseline.
 
-    `images`: dicts with entropy, psnr_baseline, psnr_fgd (dB). Returns the three fitted trends.
+    One value per image in each sequence (PSNR in dB). Returns the three fitted trends.
     """
     import numpy as np
 
     plt = _plt()
-    ent = [float(i["entropy"]) for i in images]
-    base = [float(i["psnr_baseline"]) for i in images]
-    fgd = [float(i["psnr_fgd"]) for i in images]
+    ent = [float(e) for e in entropy]
+    base = [float(v) for v in psnr_baseline]
+    fgd = [float(v) for v in psnr_fgd]
     delta = [f - b for f, b in zip(fgd, base, strict=True)]
     fits = {"baseline": linear_fit(ent, base), "fgd": linear_fit(ent, fgd), "delta": linear_fit(ent, delta)}
     grid = np.linspace(min(ent), max(ent), 50) if ent else np.array([])
@@ -149,3 +151,18 @@ def crop_grid(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
                 ax.text(0.0, 1.28, row["title"], transform=ax.transAxes, fontsize=9, ha="left", va="bottom")
     fig.suptitle("Crops where FGD gains most (top) and least (bottom) against the baseline", fontsize=9)
     return _save(fig, path)
+
+
+def plot_validation_curves(
+    curves: dict[str, Sequence[tuple[int, float]]], title: str, path: str | Path
+) -> Path:
+    """One trial's validation metrics against the step, one panel each (`curves[metric] = [(step, value)]`)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+    for ax, (name, points) in zip(axes[0], curves.items(), strict=True):
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure_atomic(fig, path, dpi=80)

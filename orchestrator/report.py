@@ -1,7 +1,7 @@
 """Markdown and terminal tables for the pipeline and `reproduce` reports (no heavy imports).
 
-Pure formatting: every function takes plain dicts/lists (what the pipeline measured) and returns text, so the
-tables can be tested on hand-made rows and the same numbers appear in Markdown, JSON and MLflow.
+Pure formatting: every function takes records or plain rows (what the pipeline measured) and returns text, so
+the tables can be tested on hand-made rows and the same numbers appear in Markdown, JSON and MLflow.
 """
 
 from __future__ import annotations
@@ -53,29 +53,38 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def trials_table(trials: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def trials_table(trials: Sequence[Any]) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the trials table (variant, α, β, K, lr, steps, PSNR, SSIM, state).
 
-    `trials`: dicts with keys trial_id, variant, alpha, beta, bins, lr, steps, psnr, ssim, state.
+    `trials`: `orchestrator.trials.TrialSummary` records (α, β, K, lr read from the sampled `config`).
     """
     headers = ["trial", "variant", "α", "β", "K", "lr", "steps", "PSNR (dB)", "SSIM", "state"]
     rows = []
     for t in trials:
+        cfg, fgd = t.config, t.variant != "l1"
+        lr = _number(cfg.get("lr"))
         rows.append(
             [
-                str(t["trial_id"]),
-                str(t["variant"]),
-                fmt(t.get("alpha"), 3) if t["variant"] != "l1" else "—",
-                fmt(t.get("beta"), 3) if t["variant"] != "l1" else "—",
-                str(t.get("bins")) if t["variant"] != "l1" else "—",
-                f"{t['lr']:.1e}" if t.get("lr") is not None else "—",
-                fmt(t.get("steps")),
-                fmt(t.get("psnr"), 2),
-                fmt(t.get("ssim"), 4),
-                str(t.get("state", "—")),
+                str(t.trial_id),
+                str(t.variant),
+                fmt(_number(cfg.get("alpha")), 3) if fgd else "—",
+                fmt(_number(cfg.get("beta")), 3) if fgd else "—",
+                str(cfg.get("bins")) if fgd else "—",
+                f"{lr:.1e}" if lr is not None else "—",
+                fmt(t.steps),
+                fmt(t.best_val_psnr, 2),
+                fmt(t.best_val_ssim, 4),
+                str(t.state),
             ]
         )
     return headers, rows
+
+
+def _number(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def benchmark_table(bench: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ DOMAINS = ("choice", "uniform", "loguniform", "randint")
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchSpace:
     """A parsed search space: `params[name]` is a constant or `(domain, args)`."""
 
@@ -62,29 +63,34 @@ def load_space(path: str | Path | None = None) -> SearchSpace:
         f"--space {path}: file not found; pass a YAML like fgdsr/configs/space.yaml",
         "with a 'space:' mapping of config fields",
     )
+    return space_from_mapping(data, str(path))
+
+
+def space_from_mapping(data: dict[str, Any], source: str) -> SearchSpace:
+    """Validate a search space given as a mapping (`space:` and `asha:`); `source` names it in errors."""
     if not isinstance(data.get("space", {}), dict):
-        raise UserError(f"{path}: expected a mapping with a 'space:' mapping of config fields")
+        raise UserError(f"{source}: expected a mapping with a 'space:' mapping of config fields")
     unknown_top = set(data) - {"space", "asha"}
     if unknown_top:
-        raise UserError(f"{path}: unknown top-level keys {sorted(unknown_top)}; use 'space' and 'asha'")
+        raise UserError(f"{source}: unknown top-level keys {sorted(unknown_top)}; use 'space' and 'asha'")
     params: dict[str, Any] = {}
     for name, spec in (data.get("space") or {}).items():
-        params[name] = _parse_param(path, name, spec)
+        params[name] = _parse_param(source, name, spec)
     asha = data.get("asha") or {}
     if not isinstance(asha, dict) or set(asha) - {"grace_period", "reduction_factor"}:
-        raise UserError(f"{path}: 'asha' takes grace_period and reduction_factor (training steps)")
+        raise UserError(f"{source}: 'asha' takes grace_period and reduction_factor (training steps)")
     space = SearchSpace(
         params=params,
         grace_period=int(asha.get("grace_period", 50)),
         reduction_factor=int(asha.get("reduction_factor", 2)),
-        source=str(path),
+        source=source,
     )
     if space.grace_period < 1 or space.reduction_factor < 2:
-        raise UserError(f"{path}: asha.grace_period must be >= 1 and asha.reduction_factor >= 2")
+        raise UserError(f"{source}: asha.grace_period must be >= 1 and asha.reduction_factor >= 2")
     return space
 
 
-def _parse_param(path: Path, name: str, spec: Any) -> Any:
+def _parse_param(path: str, name: str, spec: Any) -> Any:
     if name not in _FIELDS:
         raise UserError(
             f"{path}: unknown config field '{name}' in space; known: {', '.join(sorted(_FIELDS))}"
@@ -200,3 +206,75 @@ def grid_size(space: SearchSpace) -> int:
         if isinstance(spec, tuple):
             n *= len(spec[1])
     return n
+
+
+def variants(space: SearchSpace, base: TrainConfig) -> list[str]:
+    """The loss variants a sweep over `space` runs (its `loss` axis, else the base config's loss)."""
+    spec = space.params.get("loss", base.loss)
+    return [str(v) for v in spec[1]] if isinstance(spec, tuple) else [str(spec)]
+
+
+def _sample(spec: tuple[str, list], rng: random.Random) -> Any:
+    domain, args = spec
+    if domain == "choice":
+        return encode(rng.choice(args))
+    if domain == "uniform":
+        return rng.uniform(float(args[0]), float(args[1]))
+    if domain == "loguniform":
+        return math.exp(rng.uniform(math.log(args[0]), math.log(args[1])))
+    return rng.randrange(int(args[0]), int(args[1]))
+
+
+def paired_points(
+    space: SearchSpace, slots: int, base: TrainConfig, seed: int = 0
+) -> tuple[dict[str, Any], ...]:
+    """`slots` draws of every sampled field, each run once per loss variant: a like-for-like comparison.
+
+    Slot 0 is the base config's own values (the domain's centre where the base value is outside it); the
+    other slots are random draws (seeded). Within a slot the variants differ only in `loss`, so the baseline
+    gets as many trials as each FGD variant, on the same learning rates and batch sizes.
+    """
+    sampled = {n: p for n, p in space.params.items() if isinstance(p, tuple) and n != "loss"}
+    rng = random.Random(seed)
+    points = []
+    for slot in range(slots):
+        if slot == 0:
+            values = {n: _default_in(p, getattr(base, n)) for n, p in sampled.items()}
+        else:
+            values = {n: _sample(p, rng) for n, p in sampled.items()}
+        for v in variants(space, base):
+            points.append({**values, "loss": v} if "loss" in space.params else dict(values))
+    return tuple(points)
+
+
+# Fields only an FGD variant uses: an l1 trial's label leaves them out.
+FGD_FIELDS = frozenset(
+    {"bins", "areas", "static_area", "head_levels", "head_kernel", "anchor_source", "fgd_head", "alpha",
+     "alpha_warmup_steps", "beta", "gamma", "class_patch"}
+)  # fmt: skip
+_SYMBOLS = {"alpha": "α", "beta": "β", "gamma": "γ", "bins": "K", "batch_size": "bs"}
+
+
+def _short(value: Any) -> str:
+    """A sampled value as a person reads it: 0.12, 2e-3, 16, 3,5,7."""
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 0.01:
+            mantissa, exp = f"{value:.1e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+        return f"{value:.2g}"
+    return str(encode(value))
+
+
+def sampled_fields(space: SearchSpace) -> tuple[str, ...]:
+    """The fields the search varies (a domain, not a constant)."""
+    return tuple(n for n, p in space.params.items() if isinstance(p, tuple))
+
+
+def trial_label(config: dict[str, Any], variant: str, fields: tuple[str, ...]) -> str:
+    """What a person compares between trials: `fd α=0.12 lr=2e-3` (`fields` of `config`; l1 shows no FGD field)."""
+    parts = [variant]
+    for name, value in config.items():
+        if name == "loss" or name not in fields or (variant == "l1" and name in FGD_FIELDS):
+            continue
+        parts.append(f"{_SYMBOLS.get(name, name)}={_short(value)}")
+    return " ".join(parts)

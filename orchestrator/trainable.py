@@ -8,7 +8,7 @@ and Ray's `TuneReportCallback` forwards the workers' reports to this trial.
 Tune sees one report per validation (`step`, `val_psnr`, `val_ssim`, the last loss terms) carrying the
 fgdsr checkpoint directory; MLflow sees every logged step. The trial's MLflow run id is written into the
 checkpoint's meta.json (`mlflow_run_id`), so a trial restarted on another node, or restored by
-`fgdsr tune --resume`, continues the same run.
+`fgdsr tune --resume`, continues the same run (from the step after the last one it holds).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from orchestrator.plan import TrialContext
 
 RUN_ID_KEY = "mlflow_run_id"
 
@@ -109,54 +111,57 @@ def _restore(ckpt, work: Path) -> tuple[bool, dict[str, Any]]:
     return True, _read_meta(target)
 
 
-def trial_main(config: dict[str, Any], sweep: dict[str, Any]) -> None:
-    """The Tune function trainable. `config` = this trial's sampled fields; `sweep` = the fixed context:
-    base config dict, tracking uri, experiment id, parent run id, workers per trial, use_gpu."""
+def _open_run(
+    ctx: TrialContext, trial_id: str, sampled: dict[str, Any], cfg, meta: dict, tags: dict[str, str]
+):
+    """The trial's MLflow child run (reopened when the checkpoint or its trial tag names one)."""
+    from orchestrator.tracking import TrialRun
+
+    tags = {"variant": cfg.loss, "trial_id": trial_id, **tags}
+    return TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id, meta.get(RUN_ID_KEY),
+                    run_name=ctx.run_name(sampled, cfg.loss), params=cfg.to_dict(), tags=tags)  # fmt: skip
+
+
+def _train(
+    cfg, work: Path, reporter: TuneReporter, resume: bool, accelerator, run_id: str | None, trial_id: str
+):
+    from fgdsr.train import train
+
+    meta = {RUN_ID_KEY: run_id, "tune_trial_id": trial_id}
+    train(cfg, work, callbacks=[reporter], resume=resume, accelerator=accelerator, progress=False, meta=meta)
+    reporter.finish()
+
+
+def trial_main(config: dict[str, Any], ctx: TrialContext) -> None:
+    """The Tune function trainable. `config` = this trial's sampled fields; `ctx` = the sweep's fixed context."""
     from ray import tune
 
-    ctx = tune.get_context()
-    trial_id = ctx.get_trial_id()
-    if int(sweep.get("workers_per_trial", 1)) > 1:
-        return _trial_with_torch_trainer(config, sweep, trial_id)
+    tctx = tune.get_context()
+    trial_id = tctx.get_trial_id()
+    if ctx.resources.workers_per_trial > 1:
+        return _trial_with_torch_trainer(config, ctx, trial_id)
 
     import ray
     from accelerate import Accelerator
 
-    from fgdsr.config import apply_overrides, config_from_dict
-    from fgdsr.train import train
-    from orchestrator.tracking import TrialRun
+    from orchestrator import tracking
 
-    cfg = apply_overrides(config_from_dict(sweep["base"], "the sweep's base config"), config)
-    work = Path(ctx.get_trial_dir()) / "train"
+    cfg = ctx.config(config)
+    work = Path(tctx.get_trial_dir()) / "train"
     resume, meta = _restore(tune.get_checkpoint(), work)
-    facts = _gpu_facts()
-    run = TrialRun(
-        sweep["tracking_uri"],
-        sweep["experiment_id"],
-        sweep["parent_run_id"],
-        trial_id,
-        meta.get(RUN_ID_KEY),
-        run_name=f"{ctx.get_trial_name()}-{cfg.loss}",
-        params=cfg.to_dict(),
-        tags={"variant": cfg.loss, "trial_id": trial_id, "trial_name": ctx.get_trial_name(), **facts},
-    )
+    run = _open_run(ctx, trial_id, config, cfg, meta, {"trial_name": tctx.get_trial_name(), **_gpu_facts()})
     if resume:  # restarted after a node failure or restored by `fgdsr tune --resume`
-        run.client.set_tag(run.run_id, "resumed_from_step", str(meta.get("step", "?")))
+        tracking.log_batch(run.client, run.run_id, tags={"resumed_from_step": meta.get("step", "?")})
 
     def report(metrics: dict[str, Any], ckpt: Path | None) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt)) if ckpt else None)
 
-    reporter = TuneReporter(run, report)
     status = "FAILED"
     try:
         # Logical or real GPU ids from Ray -> ask for the GPU; Accelerate falls back to CPU when none is real.
         accelerator = Accelerator(cpu=not ray.get_gpu_ids(), mixed_precision=cfg.mixed_precision)
-        run.client.set_tag(run.run_id, "device", str(accelerator.device))
-        meta = {RUN_ID_KEY: run.run_id, "tune_trial_id": trial_id}
-        train(
-            cfg, work, callbacks=[reporter], resume=resume, accelerator=accelerator, progress=False, meta=meta
-        )
-        reporter.finish()
+        tracking.log_batch(run.client, run.run_id, tags={"device": accelerator.device})
+        _train(cfg, work, TuneReporter(run, report), resume, accelerator, run.run_id, trial_id)
         status = "FINISHED"
     except SystemExit:
         status = "FINISHED"  # Tune stopped the trial (ASHA) at a report: a normal end
@@ -168,35 +173,31 @@ def trial_main(config: dict[str, Any], sweep: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- several GPUs per trial
 
 
-def _trial_with_torch_trainer(config: dict[str, Any], sweep: dict[str, Any], trial_id: str) -> None:
+def _trial_with_torch_trainer(config: dict[str, Any], ctx: TrialContext, trial_id: str) -> None:
     """Drive a Ray Train `TorchTrainer` (data parallel, Accelerate in each worker) from this trial."""
     from ray import train as ray_train
     from ray import tune
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    ctx = tune.get_context()
-    use_gpu = bool(sweep.get("use_gpu"))
+    res = ctx.resources
     loop_config = {
-        "overrides": config,
-        "sweep": sweep,
+        "sampled": config,
+        "ctx": ctx,
         "trial_id": trial_id,
-        "trial_name": ctx.get_trial_name(),
+        "trial_name": tune.get_context().get_trial_name(),
     }
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config=loop_config,
         scaling_config=ray_train.ScalingConfig(
-            num_workers=int(sweep["workers_per_trial"]),
-            use_gpu=use_gpu,
-            resources_per_worker={
-                "CPU": float(sweep.get("cpus_per_worker", 1)),
-                **({"GPU": 1} if use_gpu else {}),
-            },
+            num_workers=res.workers_per_trial,
+            use_gpu=res.use_gpu,
+            resources_per_worker={"CPU": float(res.cpus_per_trial), **({"GPU": 1} if res.use_gpu else {})},
         ),
         run_config=ray_train.RunConfig(
             name=f"_train-{trial_id}",  # Train's own checkpoints, on the sweep's (shared) storage
-            storage_path=sweep["storage"],
+            storage_path=ctx.storage,
             callbacks=[TuneReportCallback()],
         ),
         resume_from_checkpoint=tune.get_checkpoint(),
@@ -209,56 +210,38 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     import ray.train as ray_train
     from accelerate import Accelerator
 
-    from fgdsr.config import apply_overrides, config_from_dict
-    from fgdsr.train import train
-    from orchestrator.tracking import TrialRun
+    from orchestrator import tracking
 
-    sweep = loop_config["sweep"]
-    ctx = ray_train.get_context()
-    rank = ctx.get_world_rank()
-    cfg = apply_overrides(
-        config_from_dict(sweep["base"], "the sweep's base config"), loop_config["overrides"]
-    )
+    ctx: TrialContext = loop_config["ctx"]
+    trial_id = loop_config["trial_id"]
+    rank = ray_train.get_context().get_world_rank()
+    cfg = ctx.config(loop_config["sampled"])
     # each rank restores the checkpoint into its own folder (train(resume=True) reads it on every rank)
-    work = Path(tempfile.gettempdir()) / f"fgdsr-{loop_config['trial_id']}-rank{rank}"
+    work = Path(tempfile.gettempdir()) / f"fgdsr-{trial_id}-rank{rank}"
     resume, meta = _restore(ray_train.get_checkpoint(), work)
     run = None
     if rank == 0:
-        run = TrialRun(
-            sweep["tracking_uri"],
-            sweep["experiment_id"],
-            sweep["parent_run_id"],
-            loop_config["trial_id"],
-            meta.get(RUN_ID_KEY),
-            run_name=f"{loop_config['trial_name']}-{cfg.loss}",
-            params=cfg.to_dict(),
-            tags={
-                "variant": cfg.loss,
-                "trial_id": loop_config["trial_id"],
-                "workers": str(ctx.get_world_size()),
-            },
-        )
+        tags = {
+            "trial_name": loop_config["trial_name"],
+            "workers": str(ray_train.get_context().get_world_size()),
+        }
+        run = _open_run(ctx, trial_id, loop_config["sampled"], cfg, meta, tags)
 
     def report(metrics: dict[str, Any], ckpt: Path | None) -> None:
         # every worker reports (a barrier in Ray Train); only rank 0 attaches the checkpoint
         ray_train.report(metrics, checkpoint=ray_train.Checkpoint.from_directory(str(ckpt)) if ckpt else None)
 
-    reporter = TuneReporter(run, report, rank0=rank == 0)
     status = "FAILED"
     try:
         # use_gpu False -> CPU workers that really synchronise through gloo (Accelerate's MULTI_CPU)
-        accelerator = Accelerator(cpu=not sweep.get("use_gpu"), mixed_precision=cfg.mixed_precision)
+        accelerator = Accelerator(cpu=not ctx.resources.use_gpu, mixed_precision=cfg.mixed_precision)
         if run is not None:  # proof that the workers form one process group (MULTI_CPU / MULTI_GPU)
-            run.client.set_tag(
-                run.run_id,
-                "accelerate",
-                f"{getattr(accelerator.distributed_type, 'value', accelerator.distributed_type)}x{accelerator.num_processes}",
+            kind = getattr(accelerator.distributed_type, "value", accelerator.distributed_type)
+            tracking.log_batch(
+                run.client, run.run_id, tags={"accelerate": f"{kind}x{accelerator.num_processes}"}
             )
-        meta = {RUN_ID_KEY: run.run_id if run else None, "tune_trial_id": loop_config["trial_id"]}
-        train(
-            cfg, work, callbacks=[reporter], resume=resume, accelerator=accelerator, progress=False, meta=meta
-        )
-        reporter.finish()
+        reporter = TuneReporter(run, report, rank0=rank == 0)
+        _train(cfg, work, reporter, resume, accelerator, run.run_id if run else None, trial_id)
         status = "FINISHED"
     finally:
         if run is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -11,15 +12,19 @@ import pytest
 
 from fgdsr.errors import UserError
 from orchestrator import figures, pipeline, report
+from orchestrator.pipeline_config import load_pipeline_config
+from orchestrator.trials import TrialSummary
 
 
 def test_demo_config_is_the_default_and_valid():
-    cfg = pipeline.load_pipeline_config(None)
+    cfg = load_pipeline_config(None)
     assert Path(cfg.source).name == "demo.yaml"
     assert Path(cfg.train).name == "tune-demo.yaml" and Path(cfg.space).name == "space.yaml"
     assert cfg.tune["gpus"] == 0 and cfg.tune["num_samples"] >= 2
-    assert cfg.eval_datasets == ["builtin-eval"]
-    cfg2 = pipeline.load_pipeline_config(None, overrides={"max_steps": "7"})
+    # selection on builtin-val (held out of the training pool), the report scores builtin-eval: disjoint
+    assert cfg.eval_datasets == ("builtin-eval",) and cfg.overrides["val_dataset"] == "builtin-val"
+    assert cfg.variants == ("l1", "fd")
+    cfg2 = load_pipeline_config(None, overrides={"max_steps": "7"})
     assert cfg2.overrides["max_steps"] == "7"
 
 
@@ -39,7 +44,7 @@ def test_bad_pipeline_config_is_one_line(tmp_path, text, needle):
     p = tmp_path / "p.yaml"
     p.write_text(text)
     with pytest.raises(UserError) as e:
-        pipeline.load_pipeline_config(p)
+        load_pipeline_config(p)
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
@@ -62,13 +67,19 @@ def test_backend_choice_says_why():
     assert pipeline.choose_backend("torch") == ("torch", "asked for with --backend")
 
 
+def _trial(trial_id, variant, config, psnr, ssim, state="TERMINATED", steps=200, **kw) -> TrialSummary:
+    return TrialSummary(trial_id=trial_id, name=trial_id, config=config, variant=variant, state=state,
+                        steps=steps, val_psnr=psnr, val_ssim=ssim, best_val_psnr=psnr, best_val_ssim=ssim,
+                        best_step=steps, checkpoint=kw.get("checkpoint"), mlflow_run_id=None)  # fmt: skip
+
+
 def test_tables_render_known_rows():
     trials = [
-        {"trial_id": "a1", "variant": "l1", "alpha": 1.0, "beta": 0.1, "bins": 32, "lr": 1e-3, "steps": 200,
-         "psnr": 25.123, "ssim": 0.71234, "state": "TERMINATED"},
-        {"trial_id": "b2", "variant": "fd", "alpha": 1.5, "beta": 0.05, "bins": 16, "lr": 2e-3, "steps": 200,
-         "psnr": 25.5, "ssim": 0.72, "state": "TERMINATED"},
-    ]  # fmt: skip
+        _trial(
+            "a1", "l1", {"loss": "l1", "alpha": 1.0, "beta": 0.1, "bins": 32, "lr": 1e-3}, 25.123, 0.71234
+        ),
+        _trial("b2", "fd", {"loss": "fd", "alpha": 1.5, "beta": 0.05, "bins": 16, "lr": 2e-3}, 25.5, 0.72),
+    ]
     text = report.md_table(*report.trials_table(trials))
     assert "| a1 | l1 | — | — | — | 1.0e-03 | 200 | 25.12 | 0.7123 | TERMINATED |" in text
     assert "| b2 | fd | 1.500 | 0.050 | 16 | 2.0e-03 | 200 | 25.50 | 0.7200 | TERMINATED |" in text
@@ -105,8 +116,10 @@ def test_figures_are_written(tmp_path):
         {"t1 (l1)": [(10, 20.0), (20, 21.0)], "t2 (fd)": [(10, 20.5)]}, tmp_path / "a.png"
     )
     assert Image.open(p).size[0] > 100
-    imgs = [{"entropy": e, "psnr_baseline": 30 - e, "psnr_fgd": 30 - e + 0.1 * e} for e in (5.0, 6.0, 7.0)]
-    fits = figures.plot_entropy_analysis(imgs, tmp_path / "b.png")
+    ent = [5.0, 6.0, 7.0]
+    fits = figures.plot_entropy_analysis(
+        ent, [30 - e for e in ent], [30 - e + 0.1 * e for e in ent], tmp_path / "b.png"
+    )
     assert fits["delta"]["slope"] == pytest.approx(0.1) and fits["baseline"]["slope"] == pytest.approx(-1.0)
     crop = np.zeros((8, 8, 3), np.uint8)
     row = {"title": "x", "crops": {"HR": crop, "bicubic": crop, "baseline": crop, "FGD": crop},
@@ -125,7 +138,7 @@ def test_pipeline_small_end_to_end(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = pipeline.load_pipeline_config(
+    cfg = load_pipeline_config(
         None,
         overrides={
             "max_steps": 30,
@@ -136,9 +149,10 @@ def test_pipeline_small_end_to_end(tmp_path, monkeypatch):
             "batch_size": 4,
         },
     )
-    cfg.tune.update(num_samples=2)
-    cfg.bench.update(hr_size="64x64", min_iters=5, min_time_s=0.2, warmup_ms=20)
-    cfg.crop = 24
+    bench = {**cfg.bench, "hr_size": "64x64", "min_iters": 5, "min_time_s": 0.2, "warmup_ms": 20}
+    cfg = dataclasses.replace(
+        cfg, tune={**cfg.tune, "num_samples": 1}, bench=bench, crop=24
+    )  # 1 slot: l1, fd
     # a small evaluation set (three 96x96 crops of built-in photos) under a data root keeps the test short
     from PIL import Image
 
@@ -150,9 +164,10 @@ def test_pipeline_small_end_to_end(tmp_path, monkeypatch):
             tmp_path / "data" / "mini" / "HR" / f"{p.stem}.png"
         )
     out = tmp_path / "run"
-    opts = pipeline.PipelineOptions(config=cfg, out=out, tracking_uri=uri, quiet=True, eval_datasets=["mini"],
+    opts = pipeline.PipelineOptions(config=cfg, out=out, tracking_uri=uri, quiet=True, eval_datasets=("mini",),
                                     data_root=str(tmp_path / "data"))  # fmt: skip
     s = pipeline.run_pipeline(opts)
+    d, ev = s.deployment, s.evaluation
 
     # files
     text = (out / "report.md").read_text()
@@ -160,12 +175,12 @@ def test_pipeline_small_end_to_end(tmp_path, monkeypatch):
         assert (out / "figures" / name).stat().st_size > 1000
         assert f"figures/{name}" in text
     assert (out / "benchmark" / "benchmark.json").is_file()
-    if s["backend"] == "onnxruntime":
-        assert (out / "models" / "fgd.onnx").is_file() and (out / "models" / "baseline.onnx").is_file()
+    if d.backend == "onnxruntime":
+        assert (out / "models" / "fd.onnx").is_file() and (out / "models" / "l1.onnx").is_file()
     else:  # trt.export's parity check can refuse a model (a near-tied FD pixel): the pipeline says so, goes on
-        assert s["backend"] == "torch" and "ONNX export failed" in s["backend_reason"]
+        assert d.backend == "torch" and "ONNX export failed" in d.reason
         assert "fell back to torch" in text
-    assert json.loads((out / "pipeline.json").read_text())["parent_run_id"] == s["parent_run_id"]
+    assert json.loads((out / "pipeline.json").read_text())["sweep"]["parent_run_id"] == s.sweep.parent_run_id
     for heading in (
         "## Trials",
         "## Table 2 style",
@@ -174,47 +189,56 @@ def test_pipeline_small_end_to_end(tmp_path, monkeypatch):
         "## Fig. 5 analysis",
     ):
         assert heading in text
-    assert "verdict" in s["benchmark"] and s["benchmark"]["verdict"] in text
+    assert "verdict" in d.benchmark and d.benchmark["verdict"] in text
+    # selected on builtin-val, scored on mini: the report says which images did which
+    assert s.selection.val_images and not s.selection.overlap and "no image is in both" in text
 
     # trials: the report's table == MLflow's child runs (one per trial, best val PSNR equal)
     c = MlflowClient(uri)
-    children = c.search_runs([s["experiment_id"]], f"tags.`mlflow.parentRunId` = '{s['parent_run_id']}'")
-    assert len(children) == len(s["trials"]) == 2
-    assert {t["variant"] for t in s["trials"]} == {"l1", "fd"}
+    trials = s.sweep.trials
+    children = c.search_runs(
+        [s.sweep.experiment_id], f"tags.`mlflow.parentRunId` = '{s.sweep.parent_run_id}'"
+    )
+    assert len(children) == len(trials) == 2
+    assert {t.variant for t in trials} == {"l1", "fd"}
+    # paired: the same sampled settings for both variants of the slot, only the loss differs
+    assert [{k: v for k, v in t.config.items() if k != "loss"} for t in trials].count(
+        {k: v for k, v in trials[0].config.items() if k != "loss"}) == 2  # fmt: skip
     by_run = {r.info.run_id: r for r in children}
-    for t in s["trials"]:
-        run = by_run[t["mlflow_run_id"]]
+    for t in trials:
+        run = by_run[t.mlflow_run_id]
         assert run.info.status == "FINISHED"
         best = max(m.value for m in c.get_metric_history(run.info.run_id, "val_psnr"))
-        assert t["psnr"] == pytest.approx(best, abs=1e-6)
-        assert f"| {t['trial_id']} | {t['variant']} |" in text
-        assert f"{t['psnr']:.2f}" in text
+        assert t.best_val_psnr == pytest.approx(best, abs=1e-6)
+        assert f"| {t.trial_id} | {t.variant} |" in text
+        assert f"{t.best_val_psnr:.2f}" in text
 
     # Table 2 rows == fgdsr.evaluate's means; ΔPSNR per image == FGD − baseline
-    rows = {r["role"]: r for r in s["table2"]}
-    ev = {(r["method"], r["dataset"]): r for r in s["evaluation"]["results"]}
-    for role in ("bicubic", "baseline", "fgd"):
-        v = rows[role]["sets"]["mini"]
-        assert v["psnr"] == ev[(role, "mini")]["psnr"]
+    rows = {r["variant"]: r for r in ev.table2}
+    res = {(r["method"], r["dataset"]): r for r in ev.result["results"]}
+    for method in ("bicubic", "l1", "fd"):
+        v = rows[method]["sets"]["mini"]
+        assert v["psnr"] == res[(method, "mini")]["psnr"]
         assert f"{v['psnr']:.2f} / {v['ssim']:.4f}" in text
-    mean_base = np.mean([i["psnr_baseline"] for i in s["images"]])
-    assert len(s["images"]) == 3
-    assert mean_base == pytest.approx(rows["baseline"]["sets"]["mini"]["psnr"], abs=1e-6)
-    assert s["benchmark"]["rows"][0]["psnr"] == pytest.approx(
-        rows["baseline"]["sets"]["mini"]["psnr"], abs=0.01
-    )
-    assert all(i["delta"] == pytest.approx(i["psnr_fgd"] - i["psnr_baseline"]) for i in s["images"])
-    assert s["fig5"][0]["delta"] == max(i["delta"] for i in s["images"])
+    mean_base = np.mean([i["psnr"]["l1"] for i in ev.images])
+    assert len(ev.images) == 3
+    assert mean_base == pytest.approx(rows["l1"]["sets"]["mini"]["psnr"], abs=1e-6)
+    assert d.benchmark["rows"][0]["psnr"] == pytest.approx(rows["l1"]["sets"]["mini"]["psnr"], abs=0.01)
+    assert all(i["delta"] == pytest.approx(i["psnr"]["fd"] - i["psnr"]["l1"]) for i in ev.images)
+    assert s.figures.fig5[0]["delta"] == max(i["delta"] for i in ev.images)
 
     # every artefact is on the parent run
-    arts = {a.path for a in c.list_artifacts(s["parent_run_id"], "pipeline")}
+    arts = {a.path for a in c.list_artifacts(s.sweep.parent_run_id, "pipeline")}
     assert {"pipeline/report.md", "pipeline/pipeline.json", "pipeline/figures", "pipeline/benchmark"} <= arts
-    figs = {a.path for a in c.list_artifacts(s["parent_run_id"], "pipeline/figures")}
+    figs = {a.path for a in c.list_artifacts(s.sweep.parent_run_id, "pipeline/figures")}
     assert "pipeline/figures/fig5_crops.png" in figs
-    parent = c.get_run(s["parent_run_id"])
-    assert parent.data.tags["pipeline.fgd_trial"] == s["best"]["fgd"]["trial_id"]
-    assert parent.data.metrics["pipeline_fgd_mini_psnr"] == pytest.approx(rows["fgd"]["sets"]["mini"]["psnr"])
+    parent = c.get_run(s.sweep.parent_run_id)
+    assert parent.data.tags["pipeline.fgd_trial"] == s.comparison.best_fgd.trial_id
+    assert parent.data.metrics["pipeline_fd_mini_psnr"] == pytest.approx(rows["fd"]["sets"]["mini"]["psnr"])
     assert re.search(r"sweep parent run `[0-9a-f]{32}`", text)
+    assert (
+        f"#/experiments/{s.sweep.experiment_id}?workflowType=machine_learning" in text
+    )  # opens the runs table
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
@@ -229,3 +253,88 @@ def test_cli_bad_input_is_one_line(tmp_path):
         p = subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True)
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, p.stderr)
+
+
+def test_an_error_trial_with_the_best_psnr_is_never_best(tmp_path):
+    """The review's crash: an ERROR trial reporting the highest PSNR made `variant_dirs['l1']` raise KeyError.
+
+    Now one rule (`SweepResult.best`, finished trials only) picks what is exported and what the pipeline uses.
+    """
+    from tune_util import tiny_opts
+
+    from orchestrator.plan import make_plan
+    from orchestrator.trials import SweepResult
+    from orchestrator.tune import export_best
+
+    def ckpt(name: str) -> str:
+        d = tmp_path / "ray" / name
+        d.mkdir(parents=True)
+        (d / "which.txt").write_text(name)
+        return str(d)
+
+    trials = (
+        _trial("l1_ok", "l1", {"loss": "l1"}, 25.0, 0.7, checkpoint=ckpt("l1_ok")),
+        _trial("l1_err", "l1", {"loss": "l1"}, 30.0, 0.8, state="ERROR", checkpoint=ckpt("l1_err")),
+        _trial("fd_ok", "fd", {"loss": "fd"}, 26.0, 0.7, checkpoint=ckpt("fd_ok")),
+        _trial("fd_err", "fd", {"loss": "fd"}, 31.0, 0.8, state="ERROR", checkpoint=ckpt("fd_err")),
+    )
+    result = SweepResult(plan=make_plan(tiny_opts(tmp_path)), trials=trials)
+    assert result.best().trial_id == "fd_ok" and result.best("l1").trial_id == "l1_ok"
+    assert result.best(finished=False).trial_id == "fd_err"  # reported when asked, never exported
+    exported = export_best(result)
+    out = Path(exported.plan.out)
+    assert (out / "best-l1" / "which.txt").read_text() == "l1_ok"
+    assert (out / "best-fd" / "which.txt").read_text() == "fd_ok"
+    assert (out / "best" / "which.txt").read_text() == "fd_ok"
+    assert json.loads((out / "best.json").read_text())["trial_id"] == "fd_ok"
+    comparison = pipeline.select_stage(exported)  # no KeyError: the same rule picked both
+    assert (comparison.baseline.trial_id, comparison.best_fgd.trial_id) == ("l1_ok", "fd_ok")
+    assert comparison.dirs() == {"l1": str(out / "best-l1"), "fd": str(out / "best-fd")}
+
+
+def test_paired_plan_equal_trials_and_shared_settings(tmp_path):
+    """Issue 11's fair comparison: each variant as many trials, on the same sampled lr/batch within a slot."""
+    from collections import Counter
+
+    from tune_util import tiny_opts
+
+    from orchestrator.plan import make_plan
+
+    (tmp_path / "s.yaml").write_text(
+        "space:\n  loss: {choice: [l1, cs, fd]}\n  lr: {loguniform: [1.0e-4, 1.0e-2]}\n"
+        "  batch_size: {choice: [4, 8]}\n  alpha: {uniform: [0.05, 0.5]}\n"
+    )
+    plan = make_plan(tiny_opts(tmp_path, space=str(tmp_path / "s.yaml"), paired=True, num_samples=3))
+    assert plan.trials == len(plan.points) == 9
+    assert Counter(p["loss"] for p in plan.points) == {"l1": 3, "cs": 3, "fd": 3}
+    slots = [plan.points[i : i + 3] for i in range(0, 9, 3)]
+    shared = [{k: v for k, v in p.items() if k != "loss"} for p in plan.points]
+    for i, slot in enumerate(slots):
+        assert [p["loss"] for p in slot] == ["l1", "cs", "fd"]
+        assert shared[3 * i] == shared[3 * i + 1] == shared[3 * i + 2]  # only the loss differs in a slot
+    assert (
+        shared[0]["lr"] == plan.base.lr and shared[0]["batch_size"] == plan.base.batch_size
+    )  # slot 0: the base
+    assert len({s["lr"] for s in shared}) == 3 and all(1e-4 <= s["lr"] < 1e-2 for s in shared)
+    assert (
+        make_plan(
+            tiny_opts(tmp_path / "b", space=str(tmp_path / "s.yaml"), paired=True, num_samples=3)
+        ).points
+        == plan.points
+    )
+    with pytest.raises(UserError, match="search optuna"):
+        make_plan(tiny_opts(tmp_path / "c", paired=True, search="optuna"))
+
+
+def test_demo_pipeline_plan_is_fair(tmp_path, monkeypatch):
+    """`make demo`'s plan: l1 and fd twice each on shared settings; selected on images the report does not score."""
+    monkeypatch.chdir(tmp_path)
+    plan = pipeline.make_pipeline_plan(
+        pipeline.PipelineOptions(load_pipeline_config(None), out=tmp_path / "o")
+    )
+    assert [p["loss"] for p in plan.sweep.points] == ["l1", "fd", "l1", "fd"]
+    sel = plan.selection
+    assert sel.val_images == ("camera", "gravel", "coins")
+    assert sel.eval_images == ("rocket", "coffee", "astronaut", "chelsea", "ihc")
+    assert sel.overlap == ()
+    assert not (tmp_path / "o").exists()  # planning writes nothing

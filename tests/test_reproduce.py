@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import reproduce as rep
+from orchestrator import table1 as t1
 
 
 def test_paper_constants_match_the_papers_text():
@@ -44,11 +45,11 @@ def test_table2_complexity_srcnn_vdsr_exact():
 
 def test_table1_aggregate_mean_and_sample_std():
     trials = [
-        {"variant": "l1", "psnr": {"Set5": 30.0, "Set14": 27.0}},
-        {"variant": "l1", "psnr": {"Set5": 31.0, "Set14": 27.0}},
-        {"variant": "fd", "psnr": {"Set5": 32.0, "Set14": None}},
+        t1.Table1Trial("a", "l1", psnr={"Set5": 30.0, "Set14": 27.0}),
+        t1.Table1Trial("b", "l1", psnr={"Set5": 31.0, "Set14": 27.0}),
+        t1.Table1Trial("c", "fd", psnr={"Set5": 32.0, "Set14": None}),
     ]
-    agg = rep.table1_aggregate(trials, ["Set5", "Set14"])
+    agg = t1.table1_aggregate(trials, ["Set5", "Set14"])
     assert agg["l1"]["Set5"]["mean"] == pytest.approx(30.5)
     assert agg["l1"]["Set5"]["std"] == pytest.approx(math.sqrt(0.5))  # sample std of (30, 31)
     assert agg["l1"]["Set5"]["diff"] == pytest.approx(30.5 - 31.65)
@@ -59,7 +60,7 @@ def test_table1_aggregate_mean_and_sample_std():
     info = {"command": "fgdsr reproduce table1 --budget-minutes 1", "machine": "m", "date": "d", "wall_s": 1.0,
             "train_dataset": "T91+BSD200", "val_dataset": "Set5", "model": "lapsrn", "scale": 4, "seeds": 2,
             "budget_minutes": 1.0, "max_steps": 10, "steps_per_s": {"l1": 2.0, "fd": 1.0}}  # fmt: skip
-    text = rep.table1_markdown(agg, ["Set5", "Set14"], info)
+    text = t1.table1_markdown(agg, ["Set5", "Set14"], info)
     assert "| Baseline | 30.50 ± 0.71 | 27.00 ± 0.00 |" in text
     assert "| +FD Loss | 32.00 | — |" in text
     assert "| +FD Loss − Baseline | +1.50 (paper +0.58) | — (paper +0.71) |" in text
@@ -107,7 +108,9 @@ def test_table2_matches_the_papers_bicubic_rows(data_root, tmp_path):
 
 def test_table1_resume_without_a_run_is_one_line(tmp_path):
     with pytest.raises(rep.UserError, match="--resume") as e:
-        rep.reproduce_table1(budget_minutes=1, out=tmp_path / "none", resume=True, quiet=True)
+        t1.reproduce_table1(
+            t1.Table1Options(budget_minutes=1, out=tmp_path / "none", resume=True, quiet=True)
+        )
     assert "\n" not in str(e.value)
 
 
@@ -119,25 +122,35 @@ def test_table1_tiny_cpu_run_end_to_end(data_root, tmp_path):
     root = tmp_path / "data"  # Set5 only: the evaluation stays short
     root.mkdir()
     (root / "Set5").symlink_to(data_root / "Set5")
-    res = rep.reproduce_table1(
-        budget_minutes=0.05, seeds=1, gpus=0, config=tiny, variants=["l1", "fd"], data_root=str(root),
+    res = t1.reproduce_table1(t1.Table1Options(
+        budget_minutes=0.05, seeds=1, gpus=0, config=tiny, variants=("l1", "fd"), data_root=str(root),
         overrides={"channels": 8, "depth": 2, "batch_size": 4, "patch_size": 32, "class_patch": 8, "val_max_images": 1},
         train_dataset="builtin-train", out=tmp_path / "t1", tracking_uri=uri, quiet=True, calibration_s=1.5,
-    )  # fmt: skip
-    assert {t["variant"] for t in res["trials"]} == {"l1", "fd"}
-    assert all(t["steps"] == res["info"]["max_steps"] for t in res["trials"])
+    ))  # fmt: skip
+    assert {t.variant for t in res.trials} == {"l1", "fd"}
+    assert all(t.steps == res.info["max_steps"] for t in res.trials)
     for v in ("l1", "fd"):
-        assert res["table"][v]["Set5"]["n"] == 1 and 10 < res["table"][v]["Set5"]["mean"] < 40
+        assert res.table[v]["Set5"]["n"] == 1 and 10 < res.table[v]["Set5"]["mean"] < 40
+    # every image of every (variant, seed) is kept, and its mean is the table's
+    for t in res.trials:
+        own = [s.psnr for s in res.scores if s.trial_id == t.trial_id and s.dataset == "Set5"]
+        assert len(own) == 5 and sum(own) / 5 == pytest.approx(t.psnr["Set5"])
+    saved = json.loads((tmp_path / "t1" / "table1.json").read_text())
+    assert len(saved["scores"]) == 10 and {"variant", "seed", "dataset", "image", "psnr", "ssim"} <= set(
+        saved["scores"][0]
+    )
     text = (tmp_path / "t1" / "table1.md").read_text()
     assert "| Baseline |" in text and "paper +0.58" in text
     from mlflow import MlflowClient
 
     c = MlflowClient(uri)
-    paths = {a.path for a in c.list_artifacts(res["parent_run_id"], "table1")}
+    paths = {a.path for a in c.list_artifacts(res.parent_run_id, "table1")}
     assert paths == {"table1/table1.md", "table1/table1.json"}
-    assert res["sets"] == ["Set5"]
+    assert res.sets == ("Set5",)
     # the same --out again without --resume is refused (the state file keeps the budget -> steps mapping)
     with pytest.raises(rep.UserError, match="--resume"):
-        rep.reproduce_table1(
-            budget_minutes=0.05, config=tiny, out=tmp_path / "t1", data_root=str(root), quiet=True
+        t1.reproduce_table1(
+            t1.Table1Options(
+                budget_minutes=0.05, config=tiny, out=tmp_path / "t1", data_root=str(root), quiet=True
+            )
         )

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from orchestrator import tracking
 from orchestrator.cli import app
+from orchestrator.plan import make_plan
 from orchestrator.tune import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def test_worker_node_dies_and_trial_resumes_elsewhere(tmp_path):
     killer = threading.Thread(target=kill_worker_node, daemon=True)
     killer.start()
     try:
-        result = run_sweep(opts)
+        result = run_sweep(make_plan(opts))
     finally:
         killer.join(timeout=5)
         ray.shutdown()
@@ -96,6 +97,18 @@ def test_worker_node_dies_and_trial_resumes_elsewhere(tmp_path):
         m.step for m in tracking.client(opts.tracking_uri).get_metric_history(moved.info.run_id, "lr")
     )
     assert steps[-1] == 24
+    _assert_unique_increasing_steps(opts.tracking_uri, runs)
+
+
+def _assert_unique_increasing_steps(uri: str, runs) -> None:
+    """Every metric history of every run: unique steps, increasing in the order they were logged."""
+    c = tracking.client(uri)
+    for r in runs:
+        for key in r.data.metrics:
+            hist = sorted(c.get_metric_history(r.info.run_id, key), key=lambda m: (m.timestamp, m.step))
+            steps = [m.step for m in hist]
+            assert len(steps) == len(set(steps)), (r.info.run_name, key, steps)
+            assert steps == sorted(steps), (r.info.run_name, key, steps)
 
 
 def _descendants(pid: int) -> set[int]:
@@ -177,6 +190,7 @@ def test_driver_killed_then_resume_finishes_without_duplicate_runs(tmp_path):
     assert len(tags) == len(set(tags)) == 3  # no duplicate runs
     assert {x.info.run_id for x in before} <= {x.info.run_id for x in runs}  # runs continued, not replaced
     assert all(x.info.status == "FINISHED" for x in runs)
+    _assert_unique_increasing_steps(opts.tracking_uri, runs)  # restored trials did not re-log their steps
     assert c.get_run(state["parent_run_id"]).info.status == "FINISHED"
     exp = c.get_experiment(state["experiment_id"])
     assert len(c.search_runs([exp.experiment_id], max_results=100)) == 4  # 1 parent + 3 children

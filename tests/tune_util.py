@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.tune import TuneOptions
+from orchestrator.plan import TuneOptions
 
 TINY_CONFIG = """\
 model: lapsrn
@@ -52,7 +52,6 @@ def tiny_opts(tmp: Path, steps: int = 8, val_every: int = 4, **kw) -> TuneOption
         tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
         experiment="test",
         num_cpus=2,
-        quiet=True,
     )
     base.update(kw)
     return TuneOptions(**base)
