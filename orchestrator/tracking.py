@@ -212,36 +212,3 @@ def register_model(uri: str, name: str, run_id: str, artifact_path: str) -> str:
     source = f"{c.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
     mv = retry(lambda: c.create_model_version(name, source=source, run_id=run_id, tags={"format": "fgdsr"}))
     return str(mv.version)
-
-
-def ui_command(uri: str, port: int, host: str = "127.0.0.1") -> list[str]:
-    """`mlflow ui` for the store `uri` (the current folder's mlflow.db by default)."""
-    import sys
-
-    return [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-
-
-def server_command(
-    backend_uri: str, artifacts: str, host: str = "127.0.0.1", port: int = 5000, workers: int = 1
-) -> list[str]:
-    """`mlflow server` for a cluster: proxied artifacts (clients need no storage credentials), lean."""
-    import sys
-
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri]
-    cmd += ["--serve-artifacts", "--artifacts-destination", artifacts]
-    cmd += ["--host", host, "--port", str(port), "--workers", str(workers)]
-    if host not in ("127.0.0.1", "localhost"):
-        # MLflow 3's security middleware only accepts localhost Host headers by default
-        cmd += ["--allowed-hosts", "*"]
-    return cmd

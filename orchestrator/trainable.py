@@ -124,8 +124,10 @@ def trial_main(config: dict[str, Any], sweep: dict[str, Any]) -> None:
 
     from fgdsr.config import apply_overrides, config_from_dict
     from fgdsr.train import train
+    from orchestrator.credentials import load_in_worker
     from orchestrator.tracking import TrialRun
 
+    load_in_worker()  # [server engineer] the MLflow login, when the worker did not inherit it
     cfg = apply_overrides(config_from_dict(sweep["base"], "the sweep's base config"), config)
     work = Path(ctx.get_trial_dir()) / "train"
     resume, meta = _restore(tune.get_checkpoint(), work)
@@ -211,8 +213,10 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
 
     from fgdsr.config import apply_overrides, config_from_dict
     from fgdsr.train import train
+    from orchestrator.credentials import load_in_worker
     from orchestrator.tracking import TrialRun
 
+    load_in_worker()  # [server engineer] the MLflow login, when the worker did not inherit it
     sweep = loop_config["sweep"]
     ctx = ray_train.get_context()
     rank = ctx.get_world_rank()

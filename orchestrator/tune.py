@@ -29,8 +29,8 @@ from typing import Any
 from fgdsr.atomic import write_text_atomic
 from fgdsr.config import CONFIG_DIR, TrainConfig, load_config
 from fgdsr.errors import UserError
+from orchestrator import credentials, server, tracking  # [server engineer] credentials, server
 from orchestrator import space as space_mod
-from orchestrator import tracking
 
 DEMO_CONFIG = CONFIG_DIR / "tune-demo.yaml"
 METRIC = "val_psnr"
@@ -387,12 +387,15 @@ def run_sweep(opts: TuneOptions) -> SweepResult:
     res = plan["resources"]
     state = json.loads(state_file.read_text()) if opts.resume else None
     uri = state["tracking_uri"] if state and not opts.tracking_uri else plan["tracking_uri"]
+    server.check_access(uri)  # [server engineer] a missing login or a dead server: one line, before Ray
     started = _start_ray(opts, res)
+    shared = None  # [server engineer] the MLflow login held for remote workers
     parent_id = None
     exp_id = None
     status = "FAILED"
     result = SweepResult(plan=plan, tracking_uri=uri, experiment_path=exp_path)
     try:
+        shared = credentials.share_with_workers(uri)  # [server engineer]
         cluster = _check_cluster(opts, plan)
         exp_id = tracking.init_experiment(uri, opts.experiment)
         if state:
@@ -493,6 +496,7 @@ def run_sweep(opts: TuneOptions) -> SweepResult:
                 tracking.retry(lambda: tracking.client(uri).set_terminated(parent_id, status=status))
             except Exception:  # never mask the sweep's own error
                 pass
+        credentials.stop_sharing(shared)  # [server engineer]
         if started:
             ray.shutdown()
     result.wall_s = time.perf_counter() - t0
