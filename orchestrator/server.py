@@ -36,6 +36,7 @@ from orchestrator import tracking
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ADMIN_PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"
 SECRET_KEY_VAR = "MLFLOW_FLASK_SERVER_SECRET_KEY"
+ALLOWED_HOSTS_VAR = "MLFLOW_SERVER_ALLOWED_HOSTS"
 USER_VAR, PASSWORD_VAR = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 # The admin password that MLflow releases before 3.x shipped in basic_auth.ini (GHSA-gq3w-7jj3-x7gr).
 LEGACY_ADMIN_PASSWORD = "password1234"
@@ -134,6 +135,8 @@ def plan_server(opts: ServerOptions, env: dict[str, str] | None = None) -> Serve
         hosts = tuple(h.strip() for h in opts.allowed_hosts.split(",") if h.strip())
         if not hosts:
             raise UserError("--allowed-hosts: give at least one host name (or '*' to accept any)")
+    elif env.get(ALLOWED_HOSTS_VAR):  # MLflow's own variable (how deploy/docker-compose.yml sets it)
+        hosts = tuple(h.strip() for h in env[ALLOWED_HOSTS_VAR].split(",") if h.strip())
     else:
         hosts = () if is_loopback(opts.host) else default_allowed_hosts()
     return ServerPlan(
@@ -218,7 +221,7 @@ def server_env(
         assert config_path is not None
         out["MLFLOW_AUTH_CONFIG_PATH"] = str(config_path)
         # CSRF protection of the login forms; a fresh key per start only logs browsers out.
-        out.setdefault(SECRET_KEY_VAR, secrets.token_hex(32))
+        out[SECRET_KEY_VAR] = out.get(SECRET_KEY_VAR) or secrets.token_hex(32)
     return out
 
 
@@ -296,10 +299,20 @@ def _signal_group(pgid: int, sig: int) -> None:
 # ------------------------------------------------------------------------------------------ clients
 
 
-def credentials(env: dict[str, str] | None = None) -> tuple[str, str] | None:
-    """(user, password) from MLflow's standard variables, or None when not both are set."""
+def credentials(env: dict[str, str] | None = None, home: Path | None = None) -> tuple[str, str] | None:
+    """(user, password) as MLflow's client finds them: `MLFLOW_TRACKING_USERNAME` / `_PASSWORD`, else
+    `~/.mlflow/credentials` ([mlflow] mlflow_tracking_username / mlflow_tracking_password); None if absent."""
+    import configparser
+
     env = os.environ if env is None else env
     user, password = env.get(USER_VAR), env.get(PASSWORD_VAR)
+    path = (home or Path.home()) / ".mlflow" / "credentials"
+    if not (user and password) and path.is_file():
+        cfg = configparser.ConfigParser()
+        cfg.read(path)
+        if cfg.has_section("mlflow"):
+            user = user or cfg["mlflow"].get(USER_VAR.lower())
+            password = password or cfg["mlflow"].get(PASSWORD_VAR.lower())
     return (user, password) if user and password else None
 
 
