@@ -91,6 +91,25 @@ def test_admin_password_rules_and_no_secret_in_config():
     assert senv["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
 
 
+def test_credentials_as_mlflow_finds_them(tmp_path):
+    assert server.credentials({}, home=tmp_path) is None
+    (tmp_path / ".mlflow").mkdir()
+    (tmp_path / ".mlflow" / "credentials").write_text(
+        "[mlflow]\nmlflow_tracking_username = alice\nmlflow_tracking_password = from-file-pw\n"
+    )
+    assert server.credentials({}, home=tmp_path) == ("alice", "from-file-pw")
+    env = {server.USER_VAR: "bob", server.PASSWORD_VAR: "from-env-pw"}
+    assert server.credentials(env, home=tmp_path) == ("bob", "from-env-pw")  # the variables win
+
+
+def test_allowed_hosts_from_mlflows_variable():
+    env = {server.ALLOWED_HOSTS_VAR: "mlflow.example.org,mlflow.example.org:*"}
+    plan = server.plan_server(server.ServerOptions(host="0.0.0.0"), env=env)
+    assert plan.allowed_hosts == ("mlflow.example.org", "mlflow.example.org:*")
+    plan = server.plan_server(server.ServerOptions(host="0.0.0.0", allowed_hosts="a.org"), env=env)
+    assert plan.allowed_hosts == ("a.org",)  # the flag wins
+
+
 def test_cli_refusals_are_one_line(monkeypatch):
     monkeypatch.setenv(server.ADMIN_PASSWORD_VAR, server.LEGACY_ADMIN_PASSWORD)
     r = CliRunner().invoke(
