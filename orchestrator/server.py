@@ -154,8 +154,8 @@ def plan_server(opts: ServerOptions, env: dict[str, str] | None = None) -> Serve
 
 
 def _check_admin_password(password: str | None) -> None:
-    """Refuse a weak bootstrap password before MLflow starts (None: the admin must exist already)."""
-    if password is None:
+    """Refuse a weak bootstrap password before MLflow starts (None or empty: the admin must exist already)."""
+    if not password:
         return
     if password == LEGACY_ADMIN_PASSWORD:
         raise UserError(

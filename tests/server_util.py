@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -38,6 +39,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cluster_server_args(port: int, store_uri: str, artifacts: str) -> list[str]:
+    """`fgdsr tracking-server` in cluster mode, exactly as deploy/docker-compose.yml and docs/CLUSTER.md
+    write it (tests/test_deploy_files.py checks that they agree)."""
+    return ["tracking-server", "--host", "0.0.0.0", "--port", str(port)] + [
+        "--backend-store-uri",
+        store_uri,
+        "--artifacts-destination",
+        artifacts,
+    ]
 
 
 def postgres_bindir() -> Path | None:
@@ -248,3 +260,43 @@ def grep_tree(root: Path, needle: str) -> list[str]:
             except OSError:
                 pass
     return hits
+
+
+VAL_KEYS = ("val_psnr", "val_ssim")
+
+
+def expected_points(exp_dir: Path, steps: int) -> dict[str, dict[str, list[int]]]:
+    """trial id -> metric name -> the steps MLflow must hold, from the trial's Tune reports (result.json in
+    the Tune storage, written by Ray, not MLflow): every `train/<name>` metric at every step 1..`steps`
+    (log_every 1), `val_psnr` / `val_ssim` at every reported validation step."""
+    out = {}
+    for result_json in exp_dir.glob("*/result.json"):
+        reports = [json.loads(line) for line in result_json.read_text().splitlines() if line.strip()]
+        assert reports, result_json
+        train = sorted({k[len("train/") :] for r in reports for k in r if k.startswith("train/")})
+        want = {k: list(range(1, steps + 1)) for k in train}
+        want.update({k: sorted(r["step"] for r in reports) for k in VAL_KEYS})
+        out[reports[0]["trial_id"]] = want
+    return out
+
+
+def count_points(uri: str, result, exp_dir: Path, steps: int) -> tuple[int, int]:
+    """(metric points expected, found) over a sweep's child runs; asserts that every run is FINISHED and
+    every history holds exactly the expected steps, each once."""
+    from orchestrator import tracking
+
+    c = tracking.client(uri)
+    runs = tracking.child_runs(uri, result.experiment_id, result.parent_run_id)
+    expected = expected_points(exp_dir, steps)
+    assert len(runs) == len(expected) and all(r.info.status == "FINISHED" for r in runs)
+    n_expected = n_found = 0
+    for run in runs:
+        want = expected[run.data.tags[tracking.TRIAL_TAG]]
+        assert {"lr", "it_per_s"} <= set(want) and len(want) >= 5, want  # and a loss term at least
+        run_id = run.info.run_id
+        for key, key_steps in want.items():
+            found = sorted(m.step for m in tracking.retry(lambda r=run_id, k=key: c.get_metric_history(r, k)))
+            assert found == key_steps, (run_id, key, found, key_steps)
+            n_expected += len(key_steps)
+            n_found += len(found)
+    return n_expected, n_found
