@@ -86,6 +86,7 @@ def test_admin_password_rules_and_no_secret_in_config():
     plan = server.plan_server(opts, env=env)
     ini = server.auth_config(plan)
     assert "database_uri = sqlite:////x/m.db" in ini and "admin_username = admin" in ini
+    assert f"auth_cache_ttl_seconds = {server.AUTH_CACHE_TTL_S}" in ini  # logins cached, not PBKDF2 each time
     assert ADMIN_PASSWORD not in ini and "password" not in ini
     assert ADMIN_PASSWORD not in " ".join(server.server_command(plan))
     senv = server.server_env(plan, Path("/x/auth.ini"), env=env)
