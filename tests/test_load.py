@@ -22,8 +22,8 @@ from server_util import count_points, free_port, grep_tree, running_postgres, se
 from orchestrator import tracking
 
 TRIALS = 16
-STEPS = 24  # logged at every step (log_every 1); validated at VAL_EVERY and at the end
-VAL_EVERY = 12
+STEPS = 16  # logged at every step (log_every 1); validated at VAL_EVERY and at the end
+VAL_EVERY = 8
 LOCKED = "database is locked"
 
 
