@@ -1,4 +1,4 @@
-"""`fgdsr tune`, `fgdsr ui`, `fgdsr tracking-server`: thin Typer commands over orchestrator.tune/tracking.
+"""`fgdsr tune`, `fgdsr ui`, `fgdsr tracking-server`: thin Typer commands over orchestrator.tune/server.
 
 Nothing heavy at the top: Ray, MLflow and torch are imported inside the commands.
 """
