@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # torch first, pinned to a release that this machine (and CI) has on disk; override with `make test TORCH=...`.
 TORCH  ?= torch==2.13.*
-EXTRAS ?= tune,track,onnx,dev
+EXTRAS ?= tune,track,server,onnx,dev
 # Tests and the demo read the standard data sets from ../shared/datasets when it exists.
 SHARED_DATA := $(abspath ../shared/datasets)
 export FGDSR_DATA_ROOT ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(CURDIR)/datasets)

@@ -1,4 +1,4 @@
-"""`fgdsr tune`, `fgdsr ui`, `fgdsr tracking-server`: thin Typer commands over orchestrator.tune/tracking.
+"""`fgdsr tune`, `fgdsr ui`, `fgdsr tracking-server`: thin Typer commands over orchestrator.tune/server.
 
 Nothing heavy at the top: Ray, MLflow and torch are imported inside the commands.
 """
@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 
 import typer
-
-from fgdsr.errors import UserError
 
 
 def tune(
@@ -209,62 +207,72 @@ def ui(
     port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Store (default: ./mlflow.db)."),
 ) -> None:
-    """Open the MLflow UI (127.0.0.1) on this folder's store to compare trials."""
-    import subprocess
-
-    from orchestrator.tracking import resolve_tracking_uri, ui_command
+    """Open the MLflow UI (127.0.0.1) on this folder's store, or on a tracking server (logged in with
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), to compare trials."""
+    from orchestrator.server import open_ui
+    from orchestrator.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl+C to stop)")
-    raise typer.Exit(_run_foreground(ui_command(uri, port), subprocess))
+    raise typer.Exit(open_ui(uri, port))
 
 
 def tracking_server(
     backend_store_uri: str | None = typer.Option(
-        None, "--backend-store-uri", help="sqlite:///ABS/mlflow.db (default ./mlflow.db) or postgresql://..."
+        None,
+        "--backend-store-uri",
+        help="sqlite:///ABS/mlflow.db (default ./mlflow.db) or postgresql://USER@HOST:PORT/DB (password: PGPASSWORD).",
     ),
     artifacts_destination: str = typer.Option(
         "./mlartifacts",
         "--artifacts-destination",
         help="Where the server stores artifacts (DIR or s3://...).",
     ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Bind address; 0.0.0.0 to serve a cluster."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Bind address; 0.0.0.0 to serve a cluster (login required)."
+    ),
     port: int = typer.Option(5000, "--port"),
     workers: int = typer.Option(1, "--workers", help="Server worker processes (1 is enough for a sweep)."),
+    auth: bool | None = typer.Option(
+        None, "--auth/--no-auth", help="MLflow basic-auth login (default: on unless --host is loopback)."
+    ),
+    allowed_hosts: str | None = typer.Option(
+        None,
+        "--allowed-hosts",
+        help="Host names clients use, comma-separated (default with a network --host: this machine's names, "
+        "localhost, private IPs).",
+    ),
+    default_permission: str = typer.Option(
+        "READ", "--default-permission", help="What a logged-in user may do on others' experiments."
+    ),
+    auth_database_uri: str | None = typer.Option(
+        None, "--auth-database-uri", help="Users and permissions store (default: the backend store)."
+    ),
 ) -> None:
-    """Start `mlflow server` with proxied artifacts for a cluster (trials log over HTTP)."""
-    import subprocess
+    """Start `mlflow server` with proxied artifacts for a cluster (trials log over HTTP).
 
-    from orchestrator.tracking import resolve_tracking_uri, server_command
+    With a network --host it requires a login (MLflow basic-auth): set MLFLOW_AUTH_ADMIN_PASSWORD at the
+    first start; clients set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
+    """
+    from orchestrator.server import ServerOptions, check_admin_exists, plan_server, serve
 
-    if workers < 1:
-        raise UserError("--workers must be at least 1")
-    uri = resolve_tracking_uri(backend_store_uri)
-    if uri.startswith(("http://", "https://")):
-        raise UserError(
-            f"--backend-store-uri {uri}: the server needs a database (sqlite:///... or postgresql://...)"
+    plan = plan_server(
+        ServerOptions(
+            backend_store_uri=backend_store_uri,
+            artifacts_destination=artifacts_destination,
+            host=host,
+            port=port,
+            workers=workers,
+            auth=auth,
+            allowed_hosts=allowed_hosts,
+            default_permission=default_permission,
+            auth_database_uri=auth_database_uri,
         )
-    dest = artifacts_destination
-    if "://" not in dest:
-        dest = str(Path(dest).resolve())
+    )
+    check_admin_exists(plan)
+    login = "login required (MLflow basic-auth)" if plan.auth else "no login: loopback only"
     typer.echo(
-        f"MLflow server on http://{host}:{port} (store {uri}, artifacts {dest}); "
+        f"MLflow server on http://{host}:{port} (store {plan.backend_uri}, artifacts {plan.artifacts}; {login}); "
         f"trials use --tracking-uri http://<this host>:{port}"
     )
-    raise typer.Exit(
-        _run_foreground(server_command(uri, dest, host=host, port=port, workers=workers), subprocess)
-    )
-
-
-def _run_foreground(cmd: list[str], subprocess) -> int:
-    """Run a server in the foreground; Ctrl+C stops it (and its workers) cleanly."""
-    proc = subprocess.Popen(cmd)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        return 130
+    raise typer.Exit(serve(plan))

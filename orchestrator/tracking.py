@@ -87,25 +87,6 @@ LOGGED_STEP_TAG = "fgdsr.logged_step"  # the last step whose metrics are in the 
 BATCH = 100  # entities per log_batch request (MLflow's limit for params and tags; metrics allow more)
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail in seconds, not minutes of retries, when an HTTP tracking URI has no server behind it."""
-    if not is_http(uri):
-        return
-    import urllib.error
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return  # a server answered (401 behind authentication, 404 behind a path prefix)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise UserError(
-            f"--tracking-uri {uri}: no MLflow server answers ({reason}); start one with "
-            "`fgdsr tracking-server` or fix the URI"
-        ) from None
-
-
 def init_experiment(uri: str, name: str) -> str:
     """Initialise the store (schema migration runs here, once, on the driver) and get/create `name` -> id.
 
@@ -323,36 +304,3 @@ def register_model(uri: str, name: str, run_id: str, artifact_path: str) -> str:
     source = f"{c.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
     mv = retry(lambda: c.create_model_version(name, source=source, run_id=run_id, tags={"format": "fgdsr"}))
     return str(mv.version)
-
-
-def ui_command(uri: str, port: int, host: str = "127.0.0.1") -> list[str]:
-    """`mlflow ui` for the store `uri` (the current folder's mlflow.db by default)."""
-    import sys
-
-    return [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-
-
-def server_command(
-    backend_uri: str, artifacts: str, host: str = "127.0.0.1", port: int = 5000, workers: int = 1
-) -> list[str]:
-    """`mlflow server` for a cluster: proxied artifacts (clients need no storage credentials), lean."""
-    import sys
-
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri]
-    cmd += ["--serve-artifacts", "--artifacts-destination", artifacts]
-    cmd += ["--host", host, "--port", str(port), "--workers", str(workers)]
-    if host not in ("127.0.0.1", "localhost"):
-        # MLflow 3's security middleware only accepts localhost Host headers by default
-        cmd += ["--allowed-hosts", "*"]
-    return cmd

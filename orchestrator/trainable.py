@@ -145,7 +145,9 @@ def trial_main(config: dict[str, Any], ctx: TrialContext) -> None:
     from accelerate import Accelerator
 
     from orchestrator import tracking
+    from orchestrator.credentials import load_in_worker
 
+    load_in_worker()  # the MLflow login, when the worker did not inherit it (orchestrator/credentials.py)
     cfg = ctx.config(config)
     work = Path(tctx.get_trial_dir()) / "train"
     resume, meta = _restore(tune.get_checkpoint(), work)
@@ -211,7 +213,9 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     from accelerate import Accelerator
 
     from orchestrator import tracking
+    from orchestrator.credentials import load_in_worker
 
+    load_in_worker()  # the MLflow login, when the worker did not inherit it (orchestrator/credentials.py)
     ctx: TrialContext = loop_config["ctx"]
     trial_id = loop_config["trial_id"]
     rank = ray_train.get_context().get_world_rank()

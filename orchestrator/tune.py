@@ -32,8 +32,8 @@ from pathlib import Path
 
 from fgdsr.atomic import write_text_atomic
 from fgdsr.errors import UserError
+from orchestrator import credentials, server, tracking
 from orchestrator import space as space_mod
-from orchestrator import tracking
 from orchestrator.logs import library_output
 from orchestrator.plan import METRIC, REMOTE_SCHEMES, SweepPlan, SweepState, TrialContext
 from orchestrator.trials import SweepResult, TrialSummary
@@ -66,8 +66,9 @@ def _run(plan: SweepPlan, t0: float) -> SweepResult:
     import ray
 
     started = start_ray(plan)
-    session, status = None, "FAILED"
+    session, status, shared = None, "FAILED", None
     try:
+        shared = credentials.share_with_workers(plan.tracking_uri)  # the MLflow login for remote workers
         cluster = check_cluster(plan)
         session = open_tracking(plan, cluster)
         result = collect(fit(plan, session), plan, session)
@@ -87,6 +88,7 @@ def _run(plan: SweepPlan, t0: float) -> SweepResult:
                 tracking.end_run(plan.tracking_uri, session.parent_run_id, status)
             except Exception:  # never mask the sweep's own error
                 pass
+        credentials.stop_sharing(shared)
         if started:
             ray.shutdown()
 
@@ -113,7 +115,7 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
 
 def preflight(plan: SweepPlan) -> None:
     """What would otherwise hang for minutes: an MLflow server or a Ray cluster that is not there."""
-    tracking.check_reachable(plan.tracking_uri)
+    server.check_access(plan.tracking_uri)  # no server, or a login missing / refused: one line, before Ray
     check_ray_address(plan.cluster)
 
 

@@ -50,7 +50,10 @@ def test_every_deploy_file_parses():
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     assert set(compose["services"]) == {"postgres", "mlflow"}
     cmd = " ".join(compose["services"]["mlflow"]["command"])
-    assert "postgresql://" in cmd and "--serve-artifacts" in cmd and "--workers 1" in cmd
+    assert "fgdsr tracking-server --host 0.0.0.0" in cmd and "postgresql://" in cmd
+    env = compose["services"]["mlflow"]["environment"]
+    assert {"PGPASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD"} <= set(env)  # secrets by variable, not argument
+    assert "MLFLOW_DB_PASSWORD" not in cmd and "PASSWORD" not in cmd
     launcher = yaml.safe_load((DEPLOY / "ray-cluster.yaml").read_text())
     for key in ("cluster_name", "provider", "available_node_types", "head_node_type", "docker"):
         assert key in launcher
@@ -75,7 +78,7 @@ def test_dockerfiles_are_well_formed():
                 assert ln.split()[0] in {"FROM", "ENV", "RUN", "WORKDIR", "COPY", "USER", "CMD", "EXPOSE"}, ln
             prev_cont = ln.rstrip().endswith("\\")
     gpu = (DEPLOY / "Dockerfile").read_text()
-    for needed in ("nvidia/cuda", "torch", "tensorrt", "pycuda", ".[tune,track,onnx]"):
+    for needed in ("nvidia/cuda", "torch", "tensorrt", "pycuda", ".[tune,track,server,onnx]"):
         assert needed in gpu, needed
 
 
@@ -107,3 +110,32 @@ def test_command_line_is_accepted(where, line, tmp_path, monkeypatch):
         cmd = group.get_command(None, args[0])
         assert cmd is not None, f"{where}: unknown command in `{line}`"
         cmd.make_context(args[0], args[1:])  # raises on an unknown option or a bad value
+
+
+def _options(args: list[str]) -> list[str]:
+    return [a for a in args if a.startswith("--")]
+
+
+def test_cluster_server_line_is_the_one_the_tests_run(monkeypatch):
+    """docker-compose.yml and CLUSTER.md start the PostgreSQL server with the command line that
+    tests/test_server.py runs (same flags, same order), and it plans a logged-in cluster server."""
+    from server_util import cluster_server_args
+
+    from orchestrator.server import ServerOptions, plan_server
+
+    tested = cluster_server_args(5000, "postgresql://mlflow@127.0.0.1:5432/mlflow", "/tmp/artifacts")
+    lines = [(f, c) for f, c in _fgdsr_lines() if " tracking-server " in c and "postgresql://" in c]
+    assert {f for f, _ in lines} == {"docker-compose.yml", "CLUSTER.md"}
+    for where, line in lines:
+        args = shlex.split(line)[1:]
+        assert _options(args) == _options(tested), f"{where}: `{line}`"
+        assert args[args.index("--host") + 1] == "0.0.0.0"
+        get = {a: args[i + 1] for i, a in enumerate(args) if a.startswith("--")}
+        opts = ServerOptions(
+            backend_store_uri=get["--backend-store-uri"],
+            artifacts_destination=get["--artifacts-destination"],
+            host=get["--host"],
+            port=int(get["--port"]),
+        )
+        plan = plan_server(opts, env={})  # no password in the URI (refused), login on, hosts checked
+        assert plan.auth and plan.allowed_hosts and plan.backend_uri.startswith("postgresql://")

@@ -88,16 +88,6 @@ def test_terminate_open_runs_and_register(store, tmp_path):
     assert mv.run_id == a.run_id and mv.source.endswith("/checkpoint")
 
 
-def test_server_command_is_lean_and_local():
-    cmd = tracking.server_command("sqlite:////x/m.db", "/x/art")
-    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
-    assert cmd[cmd.index("--workers") + 1] == "1" and "--serve-artifacts" in cmd
-    assert "--allowed-hosts" not in cmd
-    assert "--allowed-hosts" in tracking.server_command("sqlite:////x/m.db", "/x/art", host="0.0.0.0")
-    ui = tracking.ui_command("sqlite:////x/m.db", 5055)
-    assert ui[ui.index("--host") + 1] == "127.0.0.1" and "5055" in ui
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
