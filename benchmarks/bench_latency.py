@@ -38,7 +38,7 @@ from trt.timing import TimingPlan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_CONFIG = ROOT / "fgdsr" / "configs" / "lapsrn.yaml"
-ALL = {"backends": "torch,torch-compile,onnxruntime", "pairs": "fd,fd:window,aux", "profile": True}
+ALL = {"backends": "onnxruntime,torch,torch-compile", "pairs": "aux,fd,fd:window", "profile": True}
 
 
 def make_checkpoints(root: Path, pairs: list[str], overrides: dict) -> dict[str, Path]:
@@ -93,6 +93,9 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=3)
     ap.add_argument("--min-rounds", type=int, default=TimingPlan().min_rounds)
     ap.add_argument("--profile", action="store_true", help="per-operator profiles (torch, onnxruntime)")
+    ap.add_argument(
+        "--throughput-batch", type=int, default=0, help="also time throughput at this batch (GPU)"
+    )
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--markdown", help="write the Markdown tables here")
     args = ap.parse_args()
@@ -110,6 +113,7 @@ def main() -> None:
                 plan = BenchmarkPlan(str(ckpts["l1"]), str(ckpts[pair]), backend=backend, precision=args.precision,
                                      device=args.device, threads=args.threads, hr_size=parse_size(args.hr_size),
                                      dataset=None, timing=timing, processes=args.processes,
+                                     throughput_batch=args.throughput_batch,
                                      profile=args.profile and backend != "torch-compile" and pair != "aux",
                                      workdir=str(Path(tmp) / f"work-{backend}"))  # fmt: skip
                 r = run_benchmark(plan)

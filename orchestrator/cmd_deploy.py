@@ -75,7 +75,9 @@ def benchmark(
     ] = 0,
     dataset: Annotated[
         str | None,
-        typer.Option(help="PSNR/SSIM data set through the backend ('none' skips; default Set5, else builtin-eval)"),
+        typer.Option(
+            help="PSNR/SSIM data set through the backend ('none' skips; default Set5, else builtin-eval)"
+        ),
     ] = None,
     data_root: Annotated[str | None, typer.Option("--data-root", help="folder of the data sets")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (tensorrt: cuda)")] = "auto",
@@ -91,9 +93,15 @@ def benchmark(
         str | None, typer.Option("--tracking-uri", help="log an MLflow run here (and resolve run ids)")
     ] = None,
     warmup_ms: Annotated[float, typer.Option("--warmup-ms", help="warm-up time per model")] = 200.0,
-    warmup_iters: Annotated[int, typer.Option("--warmup-iters", help="at most this many warm-up iterations")] = 50,
-    min_iters: Annotated[int, typer.Option("--min-iters", help="timed iterations per model and process")] = 200,
-    min_seconds: Annotated[float, typer.Option("--min-seconds", help="or timed seconds per model and process")] = 3.0,
+    warmup_iters: Annotated[
+        int, typer.Option("--warmup-iters", help="at most this many warm-up iterations")
+    ] = 50,
+    min_iters: Annotated[
+        int, typer.Option("--min-iters", help="timed iterations per model and process")
+    ] = 200,
+    min_seconds: Annotated[
+        float, typer.Option("--min-seconds", help="or timed seconds per model and process")
+    ] = 3.0,
     min_rounds: Annotated[
         int, typer.Option("--min-rounds", help="at least this many interleaved rounds per process")
     ] = 10,

@@ -300,7 +300,9 @@ def _hr_size(bench: dict[str, Any]):
     from trt.shapes import Size, parse_size
 
     v = bench.get("hr_size", "1280x720")
-    return parse_size(v, "benchmark.hr_size") if isinstance(v, str) else Size(int(v[0]), int(v[1]))
+    return (
+        parse_size(v, "benchmark.hr_size") if isinstance(v, str) else Size(height=int(v[1]), width=int(v[0]))
+    )
 
 
 def complexity_rows(dirs: dict[str, Path]) -> dict[str, dict[str, Any]]:
@@ -309,7 +311,8 @@ def complexity_rows(dirs: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
     out = {}
     for role, d in dirs.items():
-        info, prof = complexity(str(d), hr_size=(1280, 720))
+        c = complexity(str(d))  # HR 1280x720 (trt.complexity.DEFAULT_HR)
+        info, prof = c.record(), c.counts
         out[role] = {**info, "mult_adds_true": prof.mult_adds_true, "mult_adds_naive": prof.mult_adds_naive}
     return out
 
@@ -601,8 +604,9 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
 
     from orchestrator import tracking
     from orchestrator.tune import TuneOptions, make_plan, run_sweep
-    from trt.bench import TimingPlan, run_benchmark
+    from trt.bench import BenchmarkPlan, run_benchmark
     from trt.report import write_report
+    from trt.timing import TimingPlan
 
     t0 = time.perf_counter()
     console = Console(quiet=opts.quiet)
@@ -674,13 +678,14 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
         device = (
             "cuda" if backend == "tensorrt" or (backend == "torch" and torch.cuda.is_available()) else "cpu"
         )
-        bench = run_benchmark(
+        bench_result = run_benchmark(BenchmarkPlan(
             srcs["baseline"], srcs["fgd"], backend=backend, precision=precision, scale=scale,
             hr_size=_hr_size(pcfg.bench), batch=int(pcfg.bench.get("batch", 1)), dataset=datasets[0],
-            data_root=data_root, device=device, plan=bench_plan,
-            tolerance=float(pcfg.bench.get("tolerance", 0.03)), workdir=out / "models",
-        )  # fmt: skip
-        write_report(bench, out / "benchmark")
+            data_root=data_root, device=device, timing=bench_plan,
+            tolerance=float(pcfg.bench.get("tolerance", 0.03)), workdir=str(out / "models"),
+        ))  # fmt: skip
+        write_report(bench_result, out / "benchmark")
+        bench = bench_result.to_dict()
         progress.update(stages, advance=1, description="pipeline: evaluate bicubic, baseline, FGD")
 
         ups = make_upscalers(dirs, scale, "cuda" if torch.cuda.is_available() else "cpu")
@@ -732,7 +737,7 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
             "onnx": {r: v["onnx"] for r, v in onnx.items()},
             "complexity": comp,
             "benchmark": bench,
-            "benchmark_method": method_line(bench),
+            "benchmark_method": method_line(bench_result),
             "evaluation": evald,
             "table2": t2,
             "delta_by_set": delta_by_set,

@@ -381,7 +381,9 @@ def prepare_model(source, spec: BackendSpec, workdir: Path, role: str, max_batch
         return PreparedModel(role, source.label, "checkpoint", str(source.path), cfg.to_dict())
     if spec.backend == "onnxruntime":
         onnx_path, meta = _as_onnx(source, spec.precision, workdir, role)
-        return PreparedModel(role, source.label, "onnx", str(onnx_path), meta.get("config", {}), str(onnx_path))
+        return PreparedModel(
+            role, source.label, "onnx", str(onnx_path), meta.get("config", {}), str(onnx_path)
+        )
     return _as_engine(source, spec, workdir, role, max_batch)
 
 
@@ -400,7 +402,9 @@ def _as_engine(source, spec: BackendSpec, workdir: Path, role: str, max_batch: i
     # a profile around the benchmark shape, large enough for the evaluation images and the throughput batch
     profile = Profile((1, 1, 8, 8), tuple(spec.shape), (max(n, max_batch), 1, max(h, 640), max(w, 640)))
     meta = build_engine(onnx_path, engine_path, profile, timing_cache=Path(workdir) / "timing.cache")
-    return PreparedModel(role, source.label, "engine", str(engine_path), meta.get("config", {}), str(onnx_path))
+    return PreparedModel(
+        role, source.label, "engine", str(engine_path), meta.get("config", {}), str(onnx_path)
+    )
 
 
 def open_prepared(model: PreparedModel, spec: BackendSpec) -> Backend:
@@ -409,7 +413,9 @@ def open_prepared(model: PreparedModel, spec: BackendSpec) -> Backend:
         from fgdsr.checkpoint import load_model
 
         net, _, _ = load_model(model.path)
-        return TorchBackend(net, spec.shape, spec.device, spec.precision, compile=spec.backend == "torch-compile")
+        return TorchBackend(
+            net, spec.shape, spec.device, spec.precision, compile=spec.backend == "torch-compile"
+        )
     if spec.backend == "onnxruntime":
         from trt.sidecar import read_sidecar
 

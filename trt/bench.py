@@ -26,8 +26,16 @@ from trt.machine import Machine, describe_machine
 from trt.opprofile import OpProfile
 from trt.shapes import Size, hr_of, lr_size
 from trt.sources import resolve_source
-from trt.stats import DEFAULT_TOLERANCE, RatioInterval, Verdict, pooled_interval, round_log_ratios, summarize
-from trt.stats import safe_ratio, verdict
+from trt.stats import (
+    DEFAULT_TOLERANCE,
+    RatioInterval,
+    Verdict,
+    pooled_interval,
+    round_log_ratios,
+    safe_ratio,
+    summarize,
+    verdict,
+)
 from trt.timing import TimingPlan
 from trt.worker import WorkerJob, WorkerResult
 
@@ -136,8 +144,13 @@ def check_plan(plan: BenchmarkPlan) -> None:
     if plan.processes < 1:
         raise UserError("--processes: must be at least 1 (3 or more for a verdict)")
     t = plan.timing
-    if min(t.warmup_iters, t.min_iters, t.min_rounds, t.warmup_min) < 1 or min(t.warmup_ms, t.min_seconds) < 0:
-        raise UserError("--warmup-iters/--min-iters/--min-rounds must be >= 1, --warmup-ms/--min-seconds >= 0")
+    if (
+        min(t.warmup_iters, t.min_iters, t.min_rounds, t.warmup_min) < 1
+        or min(t.warmup_ms, t.min_seconds) < 0
+    ):
+        raise UserError(
+            "--warmup-iters/--min-iters/--min-rounds must be >= 1, --warmup-ms/--min-seconds >= 0"
+        )
     if plan.backend == "tensorrt" and not plan.device.startswith("cuda"):
         raise UserError("--backend tensorrt runs on --device cuda only")
     plan.lr  # noqa: B018  (raises on an impossible size)
@@ -165,7 +178,9 @@ def prepare_models(plan: BenchmarkPlan, workdir: Path) -> tuple[PreparedModel, P
         model = prepare_model(src, plan.spec(), workdir, role, max_batch=plan.throughput_batch)
         scale = model.cfg().scale
         if scale != plan.scale:
-            raise UserError(f"--{role}: '{text}' is a x{scale} model, --scale is {plan.scale}; pass --scale {scale}")
+            raise UserError(
+                f"--{role}: '{text}' is a x{scale} model, --scale is {plan.scale}; pass --scale {scale}"
+            )
         out.append(model)
     return out[0], out[1]
 
@@ -240,7 +255,11 @@ def profile_models(plan: BenchmarkPlan, models, reps: int = 3) -> tuple[OpProfil
             from fgdsr.checkpoint import load_model
 
             net, _, _ = load_model(m.path)
-            out.append(opprofile.torch_profile(net, shape, plan.device, reps, plan.backend == "torch-compile", m.role))
+            out.append(
+                opprofile.torch_profile(
+                    net, shape, plan.device, reps, plan.backend == "torch-compile", m.role
+                )
+            )
         elif plan.backend == "onnxruntime":
             out.append(opprofile.ort_profile(m.path, shape, plan.threads, reps, m.role, plan.device))
         else:

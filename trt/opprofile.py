@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -223,7 +224,9 @@ def onnx_node_groups(graph) -> dict[str, str]:
     return groups
 
 
-def _optimised_groups(optimised, exported: dict[str, str], exported_producer: dict[str, str]) -> dict[str, str]:
+def _optimised_groups(
+    optimised, exported: dict[str, str], exported_producer: dict[str, str]
+) -> dict[str, str]:
     """ORT's optimised node name -> group: its own name if exported, else the exported tensor it ends up writing.
 
     ORT's NCHWc convs write a blocked tensor that a ReorderOutput turns back into the exported tensor, so the
@@ -246,7 +249,9 @@ def _optimised_groups(optimised, exported: dict[str, str], exported_producer: di
     return out
 
 
-def ort_profile(onnx_path, shape, threads: int | None = None, reps: int = 3, label: str = "", device: str = "cpu"):
+def ort_profile(
+    onnx_path, shape, threads: int | None = None, reps: int = 3, label: str = "", device: str = "cpu"
+):
     """Per-node kernel time of `reps` runs of the .onnx at `shape` in ONNX Runtime's own profiler, grouped."""
     import numpy as np
     import onnx
@@ -299,7 +304,7 @@ def _ort_times(events: list[dict], groups: dict[str, str], reps: int) -> dict[tu
 
 def layer_group(layer: str, exported: dict[str, str]) -> str:
     """The group of a TensorRT layer from the exported node names its name contains ('mixed' if several)."""
-    found = {g for name, g in exported.items() if name and name in layer}
+    found = {exported[t] for t in re.findall(r"\w+", layer) if t in exported}
     if not found:
         return "unattributed"
     return found.pop() if len(found) == 1 else "mixed"
@@ -324,7 +329,9 @@ def tensorrt_profile(engine_path, onnx_path, shape, reps: int = 3, label: str = 
             t[0] += ms
             t[1] += 1
 
-    exported = onnx_node_groups(onnx.load(str(onnx_path), load_external_data=False).graph) if onnx_path else {}
+    exported = (
+        onnx_node_groups(onnx.load(str(onnx_path), load_external_data=False).graph) if onnx_path else {}
+    )
     runner = TrtRunner(engine_path, tuple(shape))
     try:
         prof = LayerTimes()

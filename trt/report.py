@@ -48,7 +48,11 @@ def table_rows(result) -> list[list[str]]:
         rows += [_row("GPU H2D median ms", base.h2d_ms, cand.h2d_ms, num(3)),
                  _row("GPU compute median ms", comp[0], comp[1], num(3)),
                  _row("GPU D2H median ms", base.d2h_ms, cand.d2h_ms, num(3))]  # fmt: skip
-    rows.append(_row(f"throughput img/s (batch {result.plan.batch})", base.throughput_ips, cand.throughput_ips, num(2)))
+    rows.append(
+        _row(
+            f"throughput img/s (batch {result.plan.batch})", base.throughput_ips, cand.throughput_ips, num(2)
+        )
+    )
     if base.throughput_batch_ips is not None:
         rows.append(_row(f"throughput img/s (batch {result.plan.throughput_batch})", base.throughput_batch_ips,
                          cand.throughput_batch_ips, num(2)))  # fmt: skip
@@ -140,7 +144,13 @@ def markdown(result, chart: str | None = None) -> str:
                   "alone):", "", md_table(("group", "baseline", "candidate", "difference"), profile_rows(result)),
                   "", "What FD adds (the candidate's costliest operators outside the trunk):", "",
                   md_table(("group", "operator", "calls", "ms"), top_ops_rows(result)), ""]  # fmt: skip
-    lines += [f"Method: {method_line(result)}.", interval_text(result), "", f"Machine: {result.machine.line()}", ""]
+    lines += [
+        f"Method: {method_line(result)}.",
+        interval_text(result),
+        "",
+        f"Machine: {result.machine.line()}",
+        "",
+    ]
     if chart:
         lines += [f"![latency and complexity]({chart})", ""]
     return "\n".join(lines)

@@ -36,7 +36,9 @@ def round_log_ratios(base_rounds: list[list[float]], cand_rounds: list[list[floa
     """log(median(candidate) / median(baseline)) of each round; rounds[r] = the times (ms) of round r."""
     if len(base_rounds) != len(cand_rounds) or not base_rounds:
         raise ValueError("need the same, non-zero number of rounds for both models")
-    return np.array([math.log(np.median(c) / np.median(b)) for b, c in zip(base_rounds, cand_rounds, strict=True)])
+    return np.array(
+        [math.log(np.median(c) / np.median(b)) for b, c in zip(base_rounds, cand_rounds, strict=True)]
+    )
 
 
 def t_quantile(q: float, df: int) -> float:
@@ -123,9 +125,13 @@ def verdict(lat: RatioInterval, tolerance: float = DEFAULT_TOLERANCE) -> Verdict
     if 1 - tolerance <= lo and hi <= 1 + tolerance:
         return Verdict("no extra cost", f"no extra inference cost: latency {ci}, within {tol}", tolerance)
     if lo > 1 + tolerance:
-        return Verdict("extra cost", f"extra inference cost: latency {r - 1:+.1%} ({ci}; tolerance {tol})", tolerance)
+        return Verdict(
+            "extra cost", f"extra inference cost: latency {r - 1:+.1%} ({ci}; tolerance {tol})", tolerance
+        )
     if hi < 1 - tolerance:
-        return Verdict("lower cost", f"lower inference cost: latency {r - 1:+.1%} ({ci}; tolerance {tol})", tolerance)
+        return Verdict(
+            "lower cost", f"lower inference cost: latency {r - 1:+.1%} ({ci}; tolerance {tol})", tolerance
+        )
     crosses = [f"{b:.2f}" for b in (1 - tolerance, 1 + tolerance) if lo <= b <= hi]
     text = f"no claim: latency {r - 1:+.1%} measured ({ci}) but the interval crosses {' and '.join(crosses)}"
     if lat.processes < 2:
