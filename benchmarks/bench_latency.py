@@ -2,7 +2,7 @@
 
 Full-size = `fgdsr/configs/lapsrn.yaml`'s architecture (official layout, depth 10, 64 channels, x4) with random
 weights (latency does not depend on them). Every pair runs through `trt.bench.run_benchmark` with the tool's
-defaults (the same code and statistics as `fgdsr benchmark`: 3 fresh processes, interleaved rounds, the t interval
+defaults (the same code and statistics as `fgdsr benchmark`: 5 fresh processes, interleaved rounds, the t interval
 over the processes' mean log-ratios, the ±3 % rule); `--profile` adds the per-operator profile (trunk / FD
 head / Class-Module) of each pair on torch and onnxruntime.
 
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--processes", type=int, default=3)
+    ap.add_argument("--processes", type=int, default=5)
     ap.add_argument("--min-rounds", type=int, default=TimingPlan().min_rounds)
     ap.add_argument("--profile", action="store_true", help="per-operator profiles (torch, onnxruntime)")
     ap.add_argument(

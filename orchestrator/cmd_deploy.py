@@ -82,7 +82,7 @@ def benchmark(
     data_root: Annotated[str | None, typer.Option("--data-root", help="folder of the data sets")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (tensorrt: cuda)")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch and onnxruntime")] = None,
-    processes: Annotated[int, typer.Option(help="fresh timing processes pooled in the interval (>= 3)")] = 3,
+    processes: Annotated[int, typer.Option(help="fresh timing processes pooled in the interval (>= 3)")] = 5,
     profile: Annotated[
         bool, typer.Option("--profile", help="per-operator time: trunk / FD head / Class-Module")
     ] = False,
@@ -93,18 +93,10 @@ def benchmark(
         str | None, typer.Option("--tracking-uri", help="log an MLflow run here (and resolve run ids)")
     ] = None,
     warmup_ms: Annotated[float, typer.Option("--warmup-ms", help="warm-up time per model")] = 200.0,
-    warmup_iters: Annotated[
-        int, typer.Option("--warmup-iters", help="at most this many warm-up iterations")
-    ] = 50,
-    min_iters: Annotated[
-        int, typer.Option("--min-iters", help="timed iterations per model and process")
-    ] = 200,
-    min_seconds: Annotated[
-        float, typer.Option("--min-seconds", help="or timed seconds per model and process")
-    ] = 3.0,
-    min_rounds: Annotated[
-        int, typer.Option("--min-rounds", help="at least this many interleaved rounds per process")
-    ] = 10,
+    warmup_iters: Annotated[int, typer.Option("--warmup-iters", help="max warm-up iterations")] = 50,
+    min_iters: Annotated[int, typer.Option("--min-iters", help="timed iterations per process")] = 200,
+    min_seconds: Annotated[float, typer.Option("--min-seconds", help="or timed s per process")] = 3.0,
+    min_rounds: Annotated[int, typer.Option("--min-rounds", help="min rounds per process")] = 10,
     cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="tensorrt: replay a CUDA graph")] = False,
 ) -> None:
     """Latency, params, Mult-Adds and PSNR of a candidate vs the baseline, interleaved in fresh processes; a verdict."""

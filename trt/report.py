@@ -82,8 +82,8 @@ def hr_text(result) -> str:
 def interval_text(result) -> str:
     lat = result.latency
     return (f"Latency = end-to-end median (GPU: with pinned host<->device copies; CPU: wall clock). The ratio's "
-            f"{lat.level:.0%} interval is a Student t interval over the mean per-round log-ratio of each of the "
-            f"{lat.processes} fresh processes (SD of the process means {fmt_spec(lat.spread, '.4f')}, of the "
+            f"{lat.level:.0%} interval is a Student t interval over the trimmed-mean per-round log-ratio of each of the "
+            f"{lat.processes} fresh processes (SD between processes {fmt_spec(lat.spread, '.4f')}, of the "
             f"rounds within a process {fmt_spec(lat.round_sd, '.4f')}); 'no extra inference cost' needs the whole "
             f"interval within ±{result.verdict.tolerance:.0%}.")  # fmt: skip
 
