@@ -18,18 +18,9 @@ from trt.backends import Backend, Step, choose_backend, torch_threads
 from trt.stats import RatioInterval, pooled_interval, round_log_ratios, summarize, verdict
 from trt.timing import TimingPlan, time_interleaved
 
-FAST = [
-    "--warmup-iters",
-    "1",
-    "--warmup-ms",
-    "0",
-    "--min-iters",
-    "4",
-    "--min-seconds",
-    "0",
-    "--min-rounds",
-    "2",
-]
+# quick timing for tests; 3 processes (the verdict's minimum) rather than the default 5
+FAST = ["--warmup-iters", "1", "--warmup-ms", "0", "--min-iters", "4", "--min-seconds", "0", "--min-rounds", "2",
+        "--processes", "3"]  # fmt: skip
 
 
 def test_summarize_known_values():
@@ -216,10 +207,12 @@ def test_cli_benchmark_torch_json(checkpoints):
     before = torch.get_num_threads()
     res = CliRunner().invoke(app, ["benchmark", "--baseline", str(checkpoints["l1"]), "--candidate",
                                    str(checkpoints["fd"]), "--hr-size", "96x64", "--dataset", "none",
-                                   "--threads", "1", "--json", *FAST])  # fmt: skip
+                                   "--threads", "1", "--throughput-batch", "3", "--json", *FAST])  # fmt: skip
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     _check_schema(result, "torch")
+    # the throughput mode beside the latency: images/s at batch 3 (CPU: no H2D/D2H parts)
+    assert all(r["throughput_batch_ips"] > 0 and r["h2d_ms"] is None for r in result["rows"])
     assert result["method"]["lr_input"] == [1, 1, 16, 24] and result["method"]["interleaved"]
     assert result["rows"][0]["threads"] == 1 and torch.get_num_threads() == before  # restored
     # params/Mult-Adds are trt.complexity's numbers for the same configs at the same HR size
@@ -276,8 +269,8 @@ def test_benchmark_onnx_files_and_mlflow(ort_report, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = CliRunner().invoke(app, ["benchmark", "--baseline", str(models / "baseline-fp32.onnx"), "--candidate",
                                    str(models / "candidate-fp32.onnx"), "--backend", "onnxruntime", "--hr-size",
-                                   "lr:20x12", "--dataset", "none", "--processes", "1", "--json", "--tracking-uri",
-                                   uri, *FAST])  # fmt: skip
+                                   "lr:20x12", "--dataset", "none", "--json", "--tracking-uri", uri, *FAST,
+                                   "--processes", "1"])  # fmt: skip
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     _check_schema(result, "onnxruntime", processes=1)
@@ -355,7 +348,7 @@ def test_cli_benchmark_torch_compile_matches_eager(checkpoints):
     eager's output (GEMM head) up to argmax ties."""
     res = CliRunner().invoke(app, ["benchmark", "--baseline", str(checkpoints["l1"]), "--candidate",
                                    str(checkpoints["fd"]), "--backend", "torch-compile", "--hr-size", "96x64",
-                                   "--dataset", "none", "--processes", "1", "--json", *FAST])  # fmt: skip
+                                   "--dataset", "none", "--json", *FAST, "--processes", "1"])  # fmt: skip
     assert res.exit_code == 0, res.output
     _check_schema(json.loads(res.stdout), "torch-compile", processes=1)
 
