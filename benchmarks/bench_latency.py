@@ -75,7 +75,7 @@ def markdown(results: list[tuple[str, str, object]], header: str) -> str:
     for b, p, r in results:
         if r.profiles:
             out += [f"Profile, {p} vs l1 on {b} (ms per forward, each model profiled alone):", "",
-                    md_table(("group", "l1", p, "difference"), profile_rows(r)), "",
+                    md_table(("group", "l1", p, "difference", f"{p}, % of its trunk"), profile_rows(r)), "",
                     md_table(("group", "operator", "calls", "ms"), top_ops_rows(r, 8)), ""]  # fmt: skip
     return "\n".join(out)
 

@@ -245,7 +245,7 @@ class BackendUpscaler:
         return self.inner(lr_rgb)
 
 
-def profile_models(plan: BenchmarkPlan, models, reps: int = 3) -> tuple[OpProfile, ...]:
+def profile_models(plan: BenchmarkPlan, models, reps: int = 5) -> tuple[OpProfile, ...]:
     """Per-operator profiles of both models on the plan's backend (trt.opprofile)."""
     from trt import opprofile
 

@@ -17,7 +17,8 @@
   nodes named in the layer's name (fusions are 'a + b', Myelin regions 'ForeignNode[a...b]'; 'mixed' if they
   disagree).
 
-A model without FGD heads (l1, aux) is all trunk.
+A model without FGD heads (l1, aux) is all trunk. Each operator's time is its minimum over the profiled forwards
+(the least disturbed one): on a shared machine a mean mixes other jobs in.
 """
 
 from __future__ import annotations
@@ -71,10 +72,27 @@ class OpProfile:
         return sorted(rows, key=lambda o: -o.ms)[:n]
 
 
-def _table(times: dict[tuple[str, str], list[float]], forwards: int, backend: str, label: str) -> OpProfile:
-    """(group, op) -> [ms, count] summed over `forwards` runs -> an OpProfile per forward."""
-    ops = tuple(OpTime(g, op, ms / forwards, n / forwards) for (g, op), (ms, n) in times.items() if ms > 0)
-    return OpProfile(backend, label, forwards, tuple(sorted(ops, key=lambda o: -o.ms)))
+class _Times:
+    """(group, op) -> ms per forward (rep) and calls: the profile is the per-op minimum over the reps, so a forward
+    disturbed by another job on a shared machine does not inflate an operator (each op's least disturbed run)."""
+
+    def __init__(self, reps: int) -> None:
+        self.reps = reps
+        self.ms: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * reps)
+        self.calls: dict[tuple[str, str], int] = defaultdict(int)
+
+    def add(self, group: str, op: str, rep: int, ms: float) -> None:
+        if 0 <= rep < self.reps:
+            self.ms[(group, op)][rep] += ms
+            self.calls[(group, op)] += 1
+
+    def profile(self, backend: str, label: str) -> OpProfile:
+        ops = []
+        for (g, op), per_rep in self.ms.items():
+            seen = [v for v in per_rep if v > 0]
+            if seen:
+                ops.append(OpTime(g, op, min(seen), self.calls[(g, op)] / self.reps))
+        return OpProfile(backend, label, self.reps, tuple(sorted(ops, key=lambda o: -o.ms)))
 
 
 # ------------------------------------------------------------------------------------------------------ torch
@@ -153,19 +171,27 @@ def torch_profile(model, shape, device: str = "cpu", reps: int = 3, compiled: bo
                     fn(x)
             if cuda:
                 torch.cuda.synchronize()
-    times: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
-    for e in prof.events():
+    events = prof.events()
+    forwards = sorted((e for e in events if e.name == "fgdsr::forward"), key=lambda e: e.time_range.start)
+    rep_of = {e.id: i for i, e in enumerate(forwards)}
+    times = _Times(reps)
+    for e in events:
         if e.name.startswith("fgdsr::"):
             continue
-        group = _group_of(e, fd_model)
-        if group is None:
+        group, top = _group_of(e, fd_model), _top_range(e)
+        if group is None or top is None:
             continue
-        group = "fused" if compiled else group
         us = e.self_device_time_total if cuda else e.self_cpu_time_total
-        t = times[(group, e.name)]
-        t[0] += us / 1e3
-        t[1] += 1
-    return _table(times, reps, "torch-compile" if compiled else "torch", label)
+        times.add("fused" if compiled else group, e.name, rep_of.get(top.id, -1), us / 1e3)
+    return times.profile("torch-compile" if compiled else "torch", label)
+
+
+def _top_range(event):
+    """The 'fgdsr::forward' range an event ran in (None outside the timed forwards)."""
+    e = event.cpu_parent
+    while e is not None and e.name != "fgdsr::forward":
+        e = e.cpu_parent
+    return e
 
 
 # ------------------------------------------------------------------------------------------------------- ONNX
@@ -280,22 +306,22 @@ def ort_profile(
         events = json.loads(Path(sess.end_profiling()).read_text())
         optimised = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
     groups = _optimised_groups(optimised, exported, producer)
-    return _table(_ort_times(events, groups, reps), reps, "onnxruntime", label)
+    return _ort_times(events, groups, reps).profile("onnxruntime", label)
 
 
-def _ort_times(events: list[dict], groups: dict[str, str], reps: int) -> dict[tuple[str, str], list[float]]:
-    """Sum the kernel time of the last `reps` model runs per (group, op type)."""
-    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    start = runs[-reps]["ts"] if len(runs) >= reps else 0
-    times: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+def _ort_times(events: list[dict], groups: dict[str, str], reps: int) -> _Times:
+    """Kernel time per (group, op type) in each of the last `reps` model runs."""
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])[-reps:]  # fmt: skip
+    times = _Times(reps)
     for e in events:
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < start:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
             continue
+        rep = next((i for i, r in enumerate(runs) if r["ts"] <= e["ts"] <= r["ts"] + r["dur"]), -1)
         node = e.get("args", {}).get("node_name") or e["name"][: -len("_kernel_time")]
-        op = e.get("args", {}).get("op_name", "?")
-        t = times[(groups.get(node, "unattributed"), op)]
-        t[0] += e["dur"] / 1e3
-        t[1] += 1
+        times.add(
+            groups.get(node, "unattributed"), e.get("args", {}).get("op_name", "?"), rep, e["dur"] / 1e3
+        )
     return times
 
 
@@ -322,12 +348,10 @@ def tensorrt_profile(engine_path, onnx_path, shape, reps: int = 3, label: str = 
     class LayerTimes(trt.IProfiler):
         def __init__(self) -> None:
             trt.IProfiler.__init__(self)
-            self.ms: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+            self.ms: dict[str, list[float]] = defaultdict(list)  # one entry per execution
 
         def report_layer_time(self, layer_name: str, ms: float) -> None:
-            t = self.ms[layer_name]
-            t[0] += ms
-            t[1] += 1
+            self.ms[layer_name].append(ms)
 
     exported = (
         onnx_node_groups(onnx.load(str(onnx_path), load_external_data=False).graph) if onnx_path else {}
@@ -341,9 +365,8 @@ def tensorrt_profile(engine_path, onnx_path, shape, reps: int = 3, label: str = 
         runner.stream.synchronize()
     finally:
         runner.close()
-    times: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
-    for layer, (ms, n) in prof.ms.items():
-        t = times[(layer_group(layer, exported), layer[:60])]
-        t[0] += ms
-        t[1] += n
-    return _table(times, reps, "tensorrt", label)
+    times = _Times(reps)
+    for layer, per_run in prof.ms.items():
+        for rep, ms in enumerate(per_run):
+            times.add(layer_group(layer, exported), layer[:60], rep, ms)
+    return times.profile("tensorrt", label)

@@ -88,16 +88,32 @@ def interval_text(result) -> str:
             f"interval within ±{result.verdict.tolerance:.0%}.")  # fmt: skip
 
 
+PROFILE_COLUMNS = ("group", "baseline", "candidate", "difference", "candidate, % of its trunk")
+
+
 def profile_rows(result) -> list[list[str]]:
-    """Where the time goes: ms per forward of trunk / FD head / Class-Module per model (profiled separately)."""
+    """Where the time goes: ms per forward of trunk / FD head / Class-Module per model (profiled separately).
+
+    The last column compares each group with the candidate's own trunk, timed in the same forwards: it does not
+    move with the machine's load the way the baseline-vs-candidate difference of two separate profiles does.
+    """
     if not result.profiles:
         return []
     base, cand = (p.by_group() for p in result.profiles)
+    trunk = cand.get("trunk") or float("nan")
     groups = [*GROUPS, *sorted((set(base) | set(cand)) - set(GROUPS))]
     rows = [[g, fmt(base.get(g, 0.0), 1), fmt(cand.get(g, 0.0), 1), fmt_spec(cand.get(g, 0.0) - base.get(g, 0.0),
-             "+.1f")] for g in groups if base.get(g) or cand.get(g) or g in GROUPS]  # fmt: skip
+             "+.1f"), fmt_spec(100 * cand.get(g, 0.0) / trunk, ".1f")] for g in groups]  # fmt: skip
     tb, tc = (p.total_ms for p in result.profiles)
-    rows.append(["total (profiled)", fmt(tb, 1), fmt(tc, 1), fmt_spec(tc - tb, "+.1f")])
+    rows.append(
+        [
+            "total (profiled)",
+            fmt(tb, 1),
+            fmt(tc, 1),
+            fmt_spec(tc - tb, "+.1f"),
+            fmt_spec(100 * tc / trunk, ".1f"),
+        ]
+    )
     return rows
 
 
@@ -126,7 +142,7 @@ def print_table(result, console=None) -> None:
     console.print(table)
     if result.profiles:
         prof = Table(title=f"where the time goes ({result.plan.backend} profiler, ms per forward)")
-        for col in ("group", "baseline", "candidate", "difference"):
+        for col in PROFILE_COLUMNS:
             prof.add_column(col, justify="left" if col == "group" else "right")
         for cells in profile_rows(result):
             prof.add_row(*cells)
@@ -141,7 +157,7 @@ def markdown(result, chart: str | None = None) -> str:
              md_table(COLUMNS, table_rows(result)), ""]  # fmt: skip
     if result.profiles:
         lines += [f"Where the time goes ({result.plan.backend} profiler, ms per forward, each model profiled "
-                  "alone):", "", md_table(("group", "baseline", "candidate", "difference"), profile_rows(result)),
+                  "alone):", "", md_table(PROFILE_COLUMNS, profile_rows(result)),
                   "", "What FD adds (the candidate's costliest operators outside the trunk):", "",
                   md_table(("group", "operator", "calls", "ms"), top_ops_rows(result)), ""]  # fmt: skip
     lines += [
