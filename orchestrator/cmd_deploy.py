@@ -25,7 +25,7 @@ def export(
     from trt.export import export_source
     from trt.sources import resolve_source
 
-    src = resolve_source(resolve_model(model, tracking_uri, "MODEL"), "MODEL")
+    src = resolve_source(resolve_model(model, tracking_uri, "MODEL"), "MODEL", label=model)
     meta = export_source(src, out, precision=precision, opset=opset)
     checks = ", ".join(
         f"LR {c['lr_hw'][0]}x{c['lr_hw'][1]}: max err {c['max_abs_err']:.1e}, bins {c['bin_agreement']:.4f}"
@@ -116,7 +116,7 @@ def benchmark(
         timing=TimingPlan(warmup_iters, warmup_ms, min(3, warmup_iters), min_iters, min_seconds, min_rounds),
         processes=processes, throughput_batch=throughput_batch, profile=profile, tolerance=tolerance,
         workdir=f"{out}/models" if out else None,  # exported .onnx/.engine files are kept next to the report
-        cuda_graph=cuda_graph,
+        cuda_graph=cuda_graph, labels=(baseline, candidate),
     )  # fmt: skip
     result = run_benchmark(plan)
     data = result_dict(result)

@@ -72,6 +72,7 @@ class BenchmarkPlan:
     tolerance: float = DEFAULT_TOLERANCE
     workdir: str | None = None  # exported .onnx / engines are kept here (a temp folder when None)
     cuda_graph: bool = False
+    labels: tuple[str, str] = ("", "")  # what the user named (e.g. MLflow run ids); default: the paths
 
     @property
     def lr(self) -> Size:
@@ -174,8 +175,8 @@ def pick_dataset(requested: str | None, data_root: str | None) -> tuple[str | No
 def prepare_models(plan: BenchmarkPlan, workdir: Path) -> tuple[PreparedModel, PreparedModel]:
     """Both models as the files the backend runs (exported / built once, for every worker); scales checked."""
     out = []
-    for role, text in zip(ROLES, (plan.baseline, plan.candidate), strict=True):
-        src = resolve_source(text, f"--{role}")
+    for role, text, label in zip(ROLES, (plan.baseline, plan.candidate), plan.labels, strict=True):
+        src = resolve_source(text, f"--{role}", label or None)
         model = prepare_model(src, plan.spec(), workdir, role, max_batch=plan.throughput_batch)
         scale = model.cfg().scale
         if scale != plan.scale:

@@ -41,10 +41,12 @@ def find_checkpoint(root: Path) -> Path | None:
     return (best or dirs)[0]
 
 
-def resolve_source(text: str | Path, field: str = "model") -> Source:
-    """A local path (checkpoint dir/file, .onnx, .engine) -> Source. MLflow run ids are the orchestrator's
-    (orchestrator/bench_tracking.py turns one into its downloaded checkpoint folder before trt sees it)."""
+def resolve_source(text: str | Path, field: str = "model", label: str | None = None) -> Source:
+    """A local path (checkpoint dir/file, .onnx, .engine) -> Source; `label`: what the user typed (default: the path).
+
+    MLflow run ids are the orchestrator's (orchestrator/bench_tracking.py turns one into its downloaded checkpoint
+    folder before trt sees it, and passes the run id as the label)."""
     path = Path(text).expanduser()
     if path.exists():
-        return Source(_kind_of(path), path, str(text))
+        return Source(_kind_of(path), path, label or str(text))
     raise UserError(f"{field}: '{text}' is not an existing checkpoint/.onnx/.engine path; check the path")
