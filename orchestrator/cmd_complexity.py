@@ -25,7 +25,8 @@ def complexity(
 
     from fgdsr.errors import UserError
     from trt.complexity import complexity as count
-    from trt.complexity import parse_hr_size
+    from trt.fmt import fmt_count, fmt_gmac
+    from trt.shapes import parse_size
 
     if layout not in ("official", "port"):
         raise UserError(f"--layout '{layout}': expected official or port")
@@ -33,7 +34,8 @@ def complexity(
         raise UserError(f"--loss '{loss}': expected l1, cs, fd or aux")
     if scale is not None and scale not in (2, 3, 4, 8):
         raise UserError(f"--scale {scale}: expected 2, 3, 4 or 8")
-    record, prof = count(target, layout, loss, scale, parse_hr_size(hr_size), convention)
+    result = count(target, layout, loss, scale, parse_size(hr_size, "--hr-size"), convention)
+    record, prof = result.record(), result.counts
     if json_out:
         typer.echo(json.dumps(record))
         return
@@ -41,27 +43,23 @@ def complexity(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{record['model']} x{record['scale']}, HR {hr_size}")
+    table = Table(title=f"{record['model']} x{record['scale']}, HR {result.hr_size}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("literature", justify="right")
-    table.add_row("params (all trainable values)", f"{prof.params:,}", f"{prof.params / 1e3:.0f}K")
-    table.add_row("weights (kernels only)", f"{prof.weights:,}", f"{prof.weights / 1e3:.0f}K")
+    table.add_row("params (all trainable values)", f"{prof.params:,}", fmt_count(prof.params))
+    table.add_row("weights (kernels only)", f"{prof.weights:,}", fmt_count(prof.weights))
     table.add_row(
-        "Mult-Adds, true (convT per input pos.)",
-        f"{prof.mult_adds_true:,}",
-        f"{prof.mult_adds_true / 1e9:.2f}G",
+        "Mult-Adds, true (convT per input pos.)", f"{prof.mult_adds_true:,}", fmt_gmac(prof.mult_adds_true)
     )
     table.add_row(
         "Mult-Adds, naive (convT per output pos.)",
         f"{prof.mult_adds_naive:,}",
-        f"{prof.mult_adds_naive / 1e9:.2f}G",
+        fmt_gmac(prof.mult_adds_naive),
     )
-    table.add_row(
-        "element-wise work (elements touched)", f"{prof.elementwise:,}", f"{prof.elementwise / 1e9:.2f}G"
-    )
+    table.add_row("element-wise work (elements touched)", f"{prof.elementwise:,}", fmt_gmac(prof.elementwise))
     top = sorted(prof.by_op.items(), key=lambda kv: -kv[1])[:6]
     for name, work in top:
-        table.add_row(f"  {name}", f"{work:,}", f"{work / 1e9:.3f}G")
+        table.add_row(f"  {name}", f"{work:,}", fmt_gmac(work))
     Console().print(table)
     typer.echo(f"reported Mult-Adds convention: {convention}")

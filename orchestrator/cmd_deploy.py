@@ -5,6 +5,7 @@ Nothing heavy at the top: torch, onnx, tensorrt and mlflow are imported inside t
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -20,10 +21,12 @@ def export(
     ] = None,
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch/height/width), check ORT parity, write a sidecar JSON."""
+    from orchestrator.bench_tracking import resolve_model
     from trt.export import export_source
     from trt.sources import resolve_source
 
-    meta = export_source(resolve_source(model, tracking_uri, "MODEL"), out, precision=precision, opset=opset)
+    src = resolve_source(resolve_model(model, tracking_uri, "MODEL"), "MODEL", label=model)
+    meta = export_source(src, out, precision=precision, opset=opset)
     checks = ", ".join(
         f"LR {c['lr_hw'][0]}x{c['lr_hw'][1]}: max err {c['max_abs_err']:.1e}, bins {c['bin_agreement']:.4f}"
         for c in meta["parity"]["checks"]
@@ -66,64 +69,66 @@ def benchmark(
     hr_size: Annotated[
         str, typer.Option("--hr-size", help="HR output WxH (fixed shape; or lr:WxH)")
     ] = "1280x720",
-    batch: Annotated[int, typer.Option(help="images per inference")] = 1,
+    batch: Annotated[int, typer.Option(help="images per inference (the latency mode)")] = 1,
+    throughput_batch: Annotated[
+        int, typer.Option("--throughput-batch", help="also time throughput at this batch (0: off)")
+    ] = 0,
     dataset: Annotated[
-        str, typer.Option(help="PSNR/SSIM data set through the backend ('none' skips)")
-    ] = "Set5",
+        str | None,
+        typer.Option(
+            help="PSNR/SSIM data set through the backend ('none' skips; default Set5, else builtin-eval)"
+        ),
+    ] = None,
     data_root: Annotated[str | None, typer.Option("--data-root", help="folder of the data sets")] = None,
-    device: Annotated[str, typer.Option(help="cpu | cuda (tensorrt: cuda)")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (tensorrt: cuda)")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch and onnxruntime")] = None,
+    processes: Annotated[int, typer.Option(help="fresh timing processes pooled in the interval (>= 3)")] = 5,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="per-operator time: trunk / FD head / Class-Module")
+    ] = False,
     tolerance: Annotated[float, typer.Option(help="latency ratio tolerance for 'no extra cost'")] = 0.03,
     json_out: Annotated[bool, typer.Option("--json", help="print the JSON only")] = False,
     out: Annotated[str | None, typer.Option("--out", help="folder for benchmark.md/.png/.json")] = None,
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="log an MLflow run here")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="log an MLflow run here (and resolve run ids)")
+    ] = None,
     warmup_ms: Annotated[float, typer.Option("--warmup-ms", help="warm-up time per model")] = 200.0,
-    warmup_iters: Annotated[int, typer.Option("--warmup-iters", help="warm-up iterations per model")] = 50,
-    min_iters: Annotated[int, typer.Option("--min-iters", help="timed iterations per model")] = 200,
-    min_seconds: Annotated[float, typer.Option("--min-seconds", help="or timed seconds per model")] = 3.0,
-    min_rounds: Annotated[
-        int, typer.Option("--min-rounds", help="at least this many interleaved rounds")
-    ] = 5,
+    warmup_iters: Annotated[int, typer.Option("--warmup-iters", help="max warm-up iterations")] = 50,
+    min_iters: Annotated[int, typer.Option("--min-iters", help="timed iterations per process")] = 200,
+    min_seconds: Annotated[float, typer.Option("--min-seconds", help="or timed s per process")] = 3.0,
+    min_rounds: Annotated[int, typer.Option("--min-rounds", help="min rounds per process")] = 10,
     cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="tensorrt: replay a CUDA graph")] = False,
 ) -> None:
-    """Latency, params, Mult-Adds and PSNR of a candidate vs the baseline, interleaved in one run; a verdict."""
-    from fgdsr.errors import UserError
-    from trt.bench import TimingPlan, run_benchmark
-    from trt.report import print_table, to_json, write_report
+    """Latency, params, Mult-Adds and PSNR of a candidate vs the baseline, interleaved in fresh processes; a verdict."""
+    from orchestrator.bench_tracking import log_benchmark, resolve_model
+    from trt.backends import choose_backend, choose_device
+    from trt.bench import BenchmarkPlan, run_benchmark
+    from trt.report import print_table, result_dict, write_report
     from trt.shapes import parse_size
+    from trt.timing import TimingPlan
 
-    if precision not in ("fp32", "fp16"):
-        raise UserError(f"--precision '{precision}': expected fp32 or fp16")
-    if device == "auto":  # the GPU when this backend can use one here, else the CPU
-        if backend == "tensorrt":
-            device = "cuda"
-        elif backend == "onnxruntime":
-            import onnxruntime
-
-            device = "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
-        else:
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-    if backend == "tensorrt" and device != "cuda":
-        raise UserError("--backend tensorrt runs on --device cuda only")
-    if min(warmup_iters, min_iters, min_rounds) < 1 or min(warmup_ms, min_seconds) < 0:
-        raise UserError(
-            "--warmup-iters/--min-iters/--min-rounds must be >= 1, --warmup-ms/--min-seconds >= 0"
-        )
-    plan = TimingPlan(warmup_iters, warmup_ms, min_iters, min_seconds, min_rounds)
-    result = run_benchmark(
-        baseline, candidate, backend=backend, precision=precision, scale=scale,
+    backend, _why = choose_backend(backend)
+    plan = BenchmarkPlan(
+        resolve_model(baseline, tracking_uri, "--baseline"), resolve_model(candidate, tracking_uri, "--candidate"),
+        backend=backend, precision=precision, device=choose_device(backend, device), threads=threads, scale=scale,
         hr_size=parse_size(hr_size, "--hr-size"), batch=batch,
-        dataset=None if dataset.lower() == "none" else dataset, data_root=data_root, device=device,
-        threads=threads, plan=plan, tolerance=tolerance, tracking_uri=tracking_uri, cuda_graph=cuda_graph,
+        dataset="" if dataset is None else (None if dataset.lower() == "none" else dataset), data_root=data_root,
+        timing=TimingPlan(warmup_iters, warmup_ms, min(3, warmup_iters), min_iters, min_seconds, min_rounds),
+        processes=processes, throughput_batch=throughput_batch, profile=profile, tolerance=tolerance,
         workdir=f"{out}/models" if out else None,  # exported .onnx/.engine files are kept next to the report
+        cuda_graph=cuda_graph, labels=(baseline, candidate),
     )  # fmt: skip
+    result = run_benchmark(plan)
+    data = result_dict(result)
     if out:
-        result["report"] = {k: str(v) for k, v in write_report(result, out).items()}
+        data["report"] = {k: str(v) for k, v in write_report(result, out).items()}
+    if tracking_uri:
+        data["mlflow_run_id"] = log_benchmark(result, tracking_uri)
     if json_out:
-        typer.echo(to_json(result))
+        typer.echo(json.dumps(data, indent=2))
         return
     print_table(result)
     if out:
-        typer.echo(f"report: {result['report']['markdown']}")
+        typer.echo(f"report: {data['report']['markdown']}")
+    if "mlflow_run_id" in data:
+        typer.echo(f"MLflow run: {data['mlflow_run_id']}")

@@ -132,28 +132,10 @@ def make_pipeline_plan(opts: PipelineOptions) -> PipelinePlan:
 
 
 def choose_backend(requested: str) -> tuple[str, str]:
-    """-> (backend, why). auto: TensorRT when `tensorrt` imports and a CUDA GPU is visible, else ONNX Runtime."""
-    if requested in ("onnxruntime", "torch"):
-        return requested, "asked for with --backend"
-    import torch
+    """-> (backend, why): trt.backends' one backend choice (auto: TensorRT with a GPU, else ONNX Runtime)."""
+    from trt.backends import choose_backend as choose
 
-    try:
-        import tensorrt  # noqa: F401
-
-        trt_ok, trt_why = True, f"TensorRT {tensorrt.__version__} importable"
-    except ImportError:
-        trt_ok, trt_why = False, "TensorRT not importable (pip install 'fgdsr[trt]' on a GPU machine)"
-    gpu = torch.cuda.is_available()
-    if requested == "tensorrt":
-        if not (trt_ok and gpu):
-            raise UserError(f"--backend tensorrt: {trt_why if not trt_ok else 'no CUDA GPU visible'}; "
-                            "use --backend onnxruntime or auto")  # fmt: skip
-        return "tensorrt", "asked for with --backend"
-    if trt_ok and gpu:
-        return "tensorrt", f"{trt_why} and GPU {torch.cuda.get_device_name(0)} visible"
-    if not trt_ok:
-        return "onnxruntime", trt_why
-    return "onnxruntime", "TensorRT importable but no CUDA GPU visible"
+    return choose(requested)
 
 
 def export_models(dirs: dict[str, str], out: Path, precision: str = "fp32") -> dict[str, str]:
@@ -170,54 +152,49 @@ def export_models(dirs: dict[str, str], out: Path, precision: str = "fp32") -> d
 
 
 def complexity_rows(dirs: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Params, kernel weights, Mult-Adds (true, naive; HR 1280×720) of each checkpoint."""
+    """Params, kernel weights, Mult-Adds (true, naive; HR 1280×720) of each checkpoint (trt.complexity)."""
     from trt.complexity import complexity
 
     out = {}
     for variant, d in dirs.items():
-        info, prof = complexity(str(d), hr_size=(1280, 720))
-        out[variant] = {
-            **info,
-            "mult_adds_true": prof.mult_adds_true,
-            "mult_adds_naive": prof.mult_adds_naive,
-        }
+        c = complexity(str(d))  # HR 1280x720 (trt.complexity.DEFAULT_HR)
+        out[variant] = {**c.record(), "mult_adds_true": c.counts.mult_adds_true,
+                        "mult_adds_naive": c.counts.mult_adds_naive}  # fmt: skip
     return out
 
 
-def benchmark(plan: PipelinePlan, sources: dict[str, str], backend: str) -> tuple[dict[str, Any], str]:
-    """trt.bench: the FGD model (candidate) against the l1 model (baseline) -> (its JSON, its method line)."""
-    import torch
-
-    from trt.bench import TimingPlan, run_benchmark
-    from trt.report import method_line, write_report
+def benchmark(plan: PipelinePlan, sources: dict[str, str], backend: str) -> tuple[dict[str, Any], str, str]:
+    """trt.bench: the FGD model (candidate) against the l1 model (baseline) -> (its JSON, method line, table)."""
+    from trt.backends import choose_device
+    from trt.bench import BenchmarkPlan, run_benchmark
+    from trt.fmt import md_table
+    from trt.report import COLUMNS, method_line, table_rows, write_report
     from trt.shapes import Size, parse_size
+    from trt.timing import TimingPlan
 
     b = plan.bench
     hr = b.get("hr_size", "1280x720")
-    hr_size = parse_size(hr, "benchmark.hr_size") if isinstance(hr, str) else Size(int(hr[0]), int(hr[1]))
-    cuda = backend == "tensorrt" or (backend == "torch" and torch.cuda.is_available())
+    hr_size = parse_size(hr, "benchmark.hr_size") if isinstance(hr, str) else Size(height=int(hr[1]), width=int(hr[0]))
     timing = TimingPlan(warmup_ms=float(b.get("warmup_ms", 200.0)), min_iters=int(b.get("min_iters", 200)),
                         min_seconds=float(b.get("min_time_s", 3.0)))  # fmt: skip
     base_src, cand_src = sources.values()
-    result = run_benchmark(
+    result = run_benchmark(BenchmarkPlan(
         base_src, cand_src, backend=backend, precision=str(b.get("precision", "fp32")), scale=plan.scale,
         hr_size=hr_size, batch=int(b.get("batch", 1)), dataset=plan.eval_datasets[0], data_root=plan.data_root,
-        device="cuda" if cuda else "cpu", plan=timing, tolerance=float(b.get("tolerance", 0.03)),
-        workdir=plan.out / "models",
-    )  # fmt: skip
+        device=choose_device(backend), timing=timing, tolerance=float(b.get("tolerance", 0.03)),
+        processes=int(b.get("processes", 5)), workdir=str(plan.out / "models"),
+    ))  # fmt: skip
     write_report(result, plan.out / "benchmark")
-    return result, method_line(result)
+    return result.to_dict(), method_line(result), md_table(COLUMNS, table_rows(result))
 
 
 def machine() -> str:
-    """This machine in one line (host, CPU, CPUs, GPU)."""
-    import os
-    import platform
-
+    """This machine in one line (trt.machine: host, CPU, cores, load, GPU, libraries, date)."""
     import torch
 
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{platform.node()} ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{gpu})"
+    from trt.machine import describe_machine
+
+    return describe_machine("cuda" if torch.cuda.is_available() else "cpu").line()
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -263,8 +240,8 @@ def deploy_stage(plan: PipelinePlan, comparison: Comparison, console) -> Deploym
         console.print(f"warning: {why}", markup=False, style="yellow")
     comp = complexity_rows(dirs)
     # onnxruntime runs the .onnx; tensorrt builds engines from it into <out>/models; torch the checkpoints
-    result, method = benchmark(plan, dirs if backend == "torch" else onnx, backend)
-    return Deployment(backend, why, onnx, comp, result, method)
+    result, method, table = benchmark(plan, dirs if backend == "torch" else onnx, backend)
+    return Deployment(backend, why, onnx, comp, result, method, table)
 
 
 def make_upscalers(dirs: dict[str, str], scale: int, device: str = "cpu") -> dict[str, Any]:

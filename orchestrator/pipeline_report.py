@@ -132,7 +132,7 @@ def _benchmark(s: PipelineSummary) -> list[str]:
     return [
         f"## Benchmark: candidate (FGD) vs baseline on {d.backend}",
         f"Backend `{d.backend}`: {d.reason}. ONNX models: {models}.",
-        report.md_table(*report.benchmark_table(d.benchmark)),
+        d.table,
         f"**Verdict:** {d.benchmark['verdict']}. Method: {d.method}. Full report: "
         "[benchmark/benchmark.md](benchmark/benchmark.md).",
         "![benchmark](benchmark/benchmark.png)",

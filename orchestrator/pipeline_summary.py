@@ -51,6 +51,7 @@ class Deployment:
     complexity: dict[str, dict[str, Any]]  # variant -> params, weights, mult_adds_true/naive
     benchmark: dict[str, Any]
     method: str  # trt's one-line description of how it was timed
+    table: str  # trt's benchmark table (Markdown): the one rendering of the benchmark's rows
 
 
 @dataclass(frozen=True)

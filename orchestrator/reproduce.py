@@ -167,6 +167,7 @@ def table2_complexity(scales=(2, 3, 4), hr_size: tuple[int, int] = (1280, 720)) 
     conventions (`true`: transposed convs per input position; `naive`: per output position, CARN's tables).
     """
     from trt.complexity import complexity
+    from trt.shapes import Size
 
     rows = []
     for scale in scales:
@@ -176,7 +177,8 @@ def table2_complexity(scales=(2, 3, 4), hr_size: tuple[int, int] = (1280, 720)) 
             ("LapSRN", "lapsrn", "l1"),
             ("Ours", "lapsrn", "fd"),
         ):
-            info, prof = complexity(target, loss=loss, scale=scale, hr_size=hr_size)
+            c = complexity(target, loss=loss, scale=scale, hr_size=Size(height=hr_size[1], width=hr_size[0]))
+            info, prof = c.record(), c.counts
             paper_k, paper_g = PAPER_COMPLEXITY[method]
             rows.append(
                 {

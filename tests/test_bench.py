@@ -1,8 +1,9 @@
-"""Benchmark statistics, the interleaved timing loop, the verdict, and `fgdsr benchmark` end to end on CPU."""
+"""Benchmark statistics (pooled interval, verdict), the timing loop, backends, and `fgdsr benchmark` end to end."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -10,24 +11,16 @@ import torch
 from typer.testing import CliRunner
 
 from fgdsr.config import load_config
+from fgdsr.errors import UserError
 from fgdsr.models import build_model
 from orchestrator.cli import app
-from trt.backends import Backend
-from trt.bench import TimingPlan, time_interleaved
-from trt.stats import ratio_interval, summarize, verdict
+from trt.backends import Backend, Step, choose_backend, torch_threads
+from trt.stats import RatioInterval, pooled_interval, round_log_ratios, summarize, verdict
+from trt.timing import TimingPlan, time_interleaved
 
-FAST = [
-    "--warmup-iters",
-    "1",
-    "--warmup-ms",
-    "0",
-    "--min-iters",
-    "6",
-    "--min-seconds",
-    "0",
-    "--min-rounds",
-    "3",
-]
+# quick timing for tests; 3 processes (the verdict's minimum) rather than the default 5
+FAST = ["--warmup-iters", "1", "--warmup-ms", "0", "--min-iters", "4", "--min-seconds", "0", "--min-rounds", "2",
+        "--processes", "3"]  # fmt: skip
 
 
 def test_summarize_known_values():
@@ -36,31 +29,70 @@ def test_summarize_known_values():
     assert s["n"] == 100 and s["min"] == 1 and s["max"] == 100
 
 
-def test_ratio_interval_exact_and_paired():
-    base = [[10.0, 10.0, 10.0]] * 6
-    lat = ratio_interval(base, [[12.0, 12.0, 12.0]] * 6)
-    assert lat["ratio"] == pytest.approx(1.2) and lat["low"] == pytest.approx(1.2)
-    assert lat["high"] == pytest.approx(1.2) and lat["round_iqr"] == 0 and lat["rounds"] == 6
-    # drift that hits both models alike (rounds 2x slower) leaves the ratio and a tight interval
-    drift = [[10.0 * (1 + r % 2)] * 3 for r in range(8)]
-    lat = ratio_interval(drift, [[1.1 * t for t in r] for r in drift])
-    assert lat["ratio"] == pytest.approx(1.1) and lat["high"] - lat["low"] < 0.05
+def test_round_log_ratios_cancel_drift_within_a_round():
+    # round 2 runs 2x slower for both models (the machine got busy): its ratio is still 1.1
+    base = [[10.0, 10.0], [20.0, 20.0], [10.0, 10.0]]
+    cand = [[11.0, 11.0], [22.0, 22.0], [11.0, 11.0]]
+    assert round_log_ratios(base, cand) == pytest.approx([math.log(1.1)] * 3)
+    lat = pooled_interval([round_log_ratios(base, cand)] * 3)
+    assert (lat.ratio, lat.low, lat.high) == pytest.approx((1.1, 1.1, 1.1)) and lat.processes == 3
 
 
-def test_verdict_rule():
-    ok = verdict({"ratio": 1.0, "low": 0.99, "high": 1.02}, 0.03)
-    assert ok["no_extra_cost"] and ok["text"].startswith("no extra inference cost")
-    over = verdict({"ratio": 1.5, "low": 1.48, "high": 1.52}, 0.03)
-    assert not over["no_extra_cost"] and "+50.0%" in over["text"] and "noisy" not in over["text"]
-    # a ratio of 1.0 with an interval reaching +5 % is not "no extra cost" (the spread exceeds the tolerance)
-    wide = verdict({"ratio": 1.0, "low": 0.9, "high": 1.05}, 0.03)
-    assert not wide["no_extra_cost"] and wide["text"].startswith("no claim: latency +0.0% measured")
-    assert "noisy" in wide["text"]
-    tight = verdict({"ratio": 1.04, "low": 1.02, "high": 1.06}, 0.03)  # crosses +3 %, but not noisy
-    assert tight["text"].startswith("no claim") and "noisy" not in tight["text"]
+def _simulate(rng, ratio: float, processes: int, rounds: int, sd_round: float, sd_process: float):
+    """Per-round log-ratios: log(ratio) + a per-process offset + per-round noise."""
+    return [
+        np.log(ratio) + rng.normal(0, sd_process) + rng.normal(0, sd_round, rounds) for _ in range(processes)
+    ]
 
 
-class CountingBackend(Backend):
+def test_pooled_interval_recovers_a_known_ratio():
+    rng = np.random.default_rng(0)
+    lat = pooled_interval(_simulate(rng, 1.07, processes=6, rounds=40, sd_round=0.03, sd_process=0.005))
+    assert lat.ratio == pytest.approx(1.07, abs=0.01) and lat.low < 1.07 < lat.high
+    assert lat.high - lat.low < 0.03 and lat.rounds == 240
+    assert lat.round_sd == pytest.approx(0.03, rel=0.15)
+
+
+def test_interval_coverage_of_a_simulated_null_with_process_drift():
+    """3 processes x 10 rounds, each process with its own offset: the 95 % interval covers 1.0 ~95 % of the time.
+
+    Pooling the 30 rounds as if independent (what ignoring the processes would do) covers far less."""
+    rng = np.random.default_rng(1)
+    hits = naive = 0
+    trials = 2000
+    for _ in range(trials):
+        sim = _simulate(rng, 1.0, processes=3, rounds=10, sd_round=0.02, sd_process=0.01)
+        lat = pooled_interval(sim)
+        hits += lat.low <= 1.0 <= lat.high
+        flat = pooled_interval([np.concatenate(sim)])  # one "process": rounds as the units
+        naive += flat.low <= 1.0 <= flat.high
+    assert abs(hits / trials - 0.95) < 0.015, hits / trials
+    assert naive / trials < 0.85, naive / trials
+
+
+def _iv(ratio, low, high, processes=3):
+    return RatioInterval(ratio, low, high, 0.95, processes, 30, 0.0, 0.0)
+
+
+def test_verdict_rule_on_hand_made_intervals():
+    ok = verdict(_iv(1.0, 0.985, 1.02), 0.03)
+    assert ok.no_extra_cost and ok.text.startswith("no extra inference cost")
+    # the upper end inside +3 % is not enough: the whole interval must lie within ±3 %
+    low_side = verdict(_iv(0.99, 0.96, 1.02), 0.03)
+    assert not low_side.no_extra_cost and low_side.kind == "no claim" and "crosses 0.97" in low_side.text
+    over = verdict(_iv(1.5, 1.48, 1.52), 0.03)
+    assert over.kind == "extra cost" and "+50.0%" in over.text and not over.no_extra_cost
+    faster = verdict(_iv(0.8, 0.78, 0.82), 0.03)
+    assert faster.kind == "lower cost" and "-20.0%" in faster.text and not faster.no_extra_cost
+    straddle = verdict(_iv(1.04, 1.02, 1.06), 0.03)  # crosses +3 %: measured, not claimed
+    assert straddle.kind == "no claim" and "crosses 1.03" in straddle.text and "noisy" not in straddle.text
+    wide = verdict(_iv(1.0, 0.9, 1.1), 0.03)
+    assert "crosses 0.97 and 1.03" in wide.text and "noisy" in wide.text
+    single = verdict(_iv(1.0, 0.9, 1.1, processes=1), 0.03)
+    assert "one process only" in single.text
+
+
+class SleepingBackend(Backend):
     """A real (if trivial) backend: sleeps `ms` per step and logs the order of calls."""
 
     def __init__(self, name: str, ms: float, log: list[str]) -> None:
@@ -71,23 +103,47 @@ class CountingBackend(Backend):
 
         self.log.append(self.name)
         time.sleep(self.ms / 1e3)
-        return self.ms, None
+        return Step(self.ms)
 
 
-def test_time_interleaved_alternates_and_stops():
+def test_time_interleaved_warms_up_alternates_and_stops():
     log: list[str] = []
-    backends = {"baseline": CountingBackend("b", 1.0, log), "candidate": CountingBackend("c", 1.0, log)}
-    plan = TimingPlan(
-        warmup_iters=2, warmup_ms=1e6, min_iters=8, min_seconds=1e6, min_rounds=4, target_rounds=4
-    )
+    backends = {"baseline": SleepingBackend("b", 1.0, log), "candidate": SleepingBackend("c", 1.0, log)}
+    plan = TimingPlan(warmup_iters=2, warmup_ms=1e6, warmup_min=2, min_iters=8, min_seconds=1e6, min_rounds=4)
     out = time_interleaved(backends, plan)
     assert log[:4] == ["b", "b", "c", "c"]  # warm-up: 2 iterations each
     timed = log[4:]
-    k = len(out["baseline"]["e2e"][0])
-    assert k == 2  # min_iters / target_rounds
+    k = len(out["baseline"].e2e[0])
+    assert k == 2  # min_iters / min_rounds
     rounds = [timed[i : i + 2 * k] for i in range(0, len(timed), 2 * k)]
     assert rounds[0] == ["b"] * k + ["c"] * k and rounds[1] == ["c"] * k + ["b"] * k  # alternating order
-    assert len(out["baseline"]["e2e"]) == len(out["candidate"]["e2e"]) == 4  # 8 iterations = 4 rounds of 2
+    assert len(out["baseline"].e2e) == len(out["candidate"].e2e) == 4
+    assert out["baseline"].compute == [] and out["baseline"].h2d == []  # CPU: no GPU parts
+
+
+def test_warm_up_runs_at_least_warmup_min_even_when_slow():
+    log: list[str] = []
+    plan = TimingPlan(warmup_iters=50, warmup_ms=0.0, warmup_min=3, min_iters=1, min_seconds=0, min_rounds=1)
+    time_interleaved(
+        {"baseline": SleepingBackend("b", 1.0, log), "candidate": SleepingBackend("c", 1.0, log)}, plan
+    )
+    assert log[:6] == ["b"] * 3 + ["c"] * 3  # a time-only warm-up of 0 ms would have run one cold iteration
+
+
+def test_choose_backend_is_the_one_choice():
+    for name in ("torch", "torch-compile", "onnxruntime"):
+        assert choose_backend(name) == (name, "asked for with --backend")
+    backend, why = choose_backend("auto")
+    assert backend in ("tensorrt", "onnxruntime") and why
+    with pytest.raises(UserError, match="--backend: 'tvm'"):
+        choose_backend("tvm")
+
+
+def test_torch_threads_are_restored():
+    before = torch.get_num_threads()
+    with torch_threads(1) as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +159,33 @@ def checkpoints(tmp_path_factory):
     return paths
 
 
+def test_torch_backend_upscales_without_a_numpy_round_trip(checkpoints, monkeypatch):
+    """PSNR through the torch backend uses the model itself (tensor in, tensor out) and equals fgdsr.evaluate's."""
+    from fgdsr.checkpoint import load_model
+    from fgdsr.evaluate import evaluate
+    from fgdsr.inference import ModelUpscaler
+    from trt.backends import TorchBackend
+    from trt.bench import BackendUpscaler
+
+    model, _, _ = load_model(checkpoints["fd"])
+    ref = evaluate({"m": ModelUpscaler(model, 4)}, ["builtin-eval"], [4], max_images=2)["results"][0]
+
+    def no_numpy(*_a, **_k):
+        raise AssertionError("the torch backend went through numpy")
+
+    monkeypatch.setattr(TorchBackend, "infer", no_numpy)
+    up = BackendUpscaler(TorchBackend(model, (1, 1, 8, 8)), 4)
+    got = evaluate({"m": up}, ["builtin-eval"], [4], max_images=2)["results"][0]
+    assert got["psnr"] == pytest.approx(ref["psnr"], abs=1e-9) and got["ssim"] == pytest.approx(
+        ref["ssim"], abs=1e-9
+    )
+
+
 SCHEMA_ROW = {"role", "backend", "precision", "params", "weights", "mult_adds", "latency_ms", "psnr"}
 
 
-def _check_schema(result: dict, backend: str) -> None:
-    assert {"rows", "ratios", "verdict"} <= set(result)
+def _check_schema(result: dict, backend: str, processes: int = 3) -> None:
+    assert {"rows", "ratios", "verdict", "latency_interval", "method", "machine"} <= set(result)
     assert [r["role"] for r in result["rows"]] == ["baseline", "candidate"]
     for r in result["rows"]:
         assert SCHEMA_ROW <= set(r) and set(r["latency_ms"]) == {"median", "p90", "p99"}
@@ -117,48 +195,63 @@ def _check_schema(result: dict, backend: str) -> None:
     base, cand = result["rows"]
     assert result["ratios"]["params"] == pytest.approx(cand["params"] / base["params"])
     assert cand["params"] > base["params"] and cand["mult_adds"] > base["mult_adds"]  # the FD head costs some
-    assert result["verdict"].startswith(("no extra inference cost", "extra inference cost", "no claim"))
+    lat = result["latency_interval"]
+    assert lat["processes"] == processes and lat["low"] <= lat["ratio"] <= lat["high"]
+    assert result["verdict"].startswith(
+        ("no extra inference cost", "extra inference cost", "no claim", "lower")
+    )
 
 
 @pytest.mark.slow
 def test_cli_benchmark_torch_json(checkpoints):
+    before = torch.get_num_threads()
     res = CliRunner().invoke(app, ["benchmark", "--baseline", str(checkpoints["l1"]), "--candidate",
                                    str(checkpoints["fd"]), "--hr-size", "96x64", "--dataset", "none",
-                                   "--json", *FAST])  # fmt: skip
+                                   "--threads", "1", "--throughput-batch", "3", "--json", *FAST])  # fmt: skip
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     _check_schema(result, "torch")
+    # the throughput mode beside the latency: images/s at batch 3 (CPU: no H2D/D2H parts)
+    assert all(r["throughput_batch_ips"] > 0 and r["h2d_ms"] is None for r in result["rows"])
     assert result["method"]["lr_input"] == [1, 1, 16, 24] and result["method"]["interleaved"]
-    assert result["rows"][0]["threads"] == torch.get_num_threads()
+    assert result["rows"][0]["threads"] == 1 and torch.get_num_threads() == before  # restored
     # params/Mult-Adds are trt.complexity's numbers for the same configs at the same HR size
     from trt.complexity import complexity
+    from trt.shapes import Size
 
-    record, _ = complexity(str(checkpoints["fd"]), hr_size=(96, 64))
-    assert (
-        result["rows"][1]["params"] == record["params"]
-        and result["rows"][1]["mult_adds"] == record["mult_adds"]
+    counts = complexity(str(checkpoints["fd"]), hr_size=Size(height=64, width=96)).counts
+    assert (result["rows"][1]["params"], result["rows"][1]["mult_adds"]) == (
+        counts.params,
+        counts.mult_adds_true,
     )
 
 
 @pytest.fixture(scope="module")
 def ort_report(checkpoints, tmp_path_factory):
-    """One onnxruntime benchmark from checkpoints (exported on the fly, kept in <out>/models)."""
+    """One onnxruntime benchmark from checkpoints (exported on the fly, kept in <out>/models), with --profile."""
     out = tmp_path_factory.mktemp("ort") / "report"
     res = CliRunner().invoke(app, ["benchmark", "--baseline", str(checkpoints["l1"]), "--candidate",
                                    str(checkpoints["fd"]), "--backend", "onnxruntime", "--hr-size", "96x64",
-                                   "--dataset", "none", "--out", str(out), *FAST])  # fmt: skip
+                                   "--dataset", "none", "--profile", "--out", str(out), *FAST])  # fmt: skip
     assert res.exit_code == 0, res.output
     return out, res
 
 
 @pytest.mark.slow
-def test_cli_benchmark_onnxruntime_table_and_report(ort_report):
+def test_cli_benchmark_onnxruntime_table_profile_and_report(ort_report):
     out, res = ort_report
     assert "fgdsr benchmark" in res.stdout and "verdict:" in res.stdout and "latency median ms" in res.stdout
+    assert "where the time goes" in res.stdout
     result = json.loads((out / "benchmark.json").read_text())
     _check_schema(result, "onnxruntime")
     md = (out / "benchmark.md").read_text()
-    assert result["verdict"] in md and "| latency median ms |" in md
+    assert result["verdict"] in md and "| latency median ms |" in md and "| FD head |" in md
+    groups = {role: p["groups_ms"] for role, p in result["profile"].items()}
+    assert (
+        groups["baseline"]["FD head"] == 0 == groups["baseline"]["Class-Module"]
+        and groups["baseline"]["trunk"] > 0
+    )
+    assert all(groups["candidate"][g] > 0 for g in ("trunk", "FD head", "Class-Module"))
     assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (out / "models").glob("*.onnx")) == [
         "baseline-fp32.onnx",
@@ -168,7 +261,7 @@ def test_cli_benchmark_onnxruntime_table_and_report(ort_report):
 
 @pytest.mark.slow
 def test_benchmark_onnx_files_and_mlflow(ort_report, tmp_path, monkeypatch):
-    """.onnx files are benchmarked as given; --tracking-uri logs one MLflow run with the ratios."""
+    """.onnx files are benchmarked as given; --tracking-uri logs one MLflow run with the ratios (bench_tracking)."""
     import mlflow
 
     models = ort_report[0] / "models"
@@ -176,14 +269,34 @@ def test_benchmark_onnx_files_and_mlflow(ort_report, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = CliRunner().invoke(app, ["benchmark", "--baseline", str(models / "baseline-fp32.onnx"), "--candidate",
                                    str(models / "candidate-fp32.onnx"), "--backend", "onnxruntime", "--hr-size",
-                                   "lr:20x12", "--dataset", "none", "--json", "--tracking-uri", uri, *FAST])  # fmt: skip
+                                   "lr:20x12", "--dataset", "none", "--json", "--tracking-uri", uri, *FAST,
+                                   "--processes", "1"])  # fmt: skip
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
-    _check_schema(result, "onnxruntime")
-    assert result["method"]["lr_input"] == [1, 1, 12, 20]
+    _check_schema(result, "onnxruntime", processes=1)
+    assert result["method"]["lr_input"] == [1, 1, 12, 20] and "one process only" in result["verdict"]
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(result["mlflow_run_id"])
     assert run.data.metrics["ratio_latency"] == pytest.approx(result["ratios"]["latency"])
-    assert run.data.tags["verdict"] == result["verdict"]
+    assert run.data.tags["verdict"] == result["verdict"] and run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_benchmark_bare_defaults_without_data_sets(checkpoints, tmp_path, monkeypatch):
+    """Only --baseline/--candidate on a machine with no data sets: PSNR on builtin-eval, and it says so."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("FGDSR_DATA_ROOT", str(empty))
+    res = CliRunner().invoke(app, ["benchmark", "--baseline", str(checkpoints["l1"]), "--candidate",
+                                   str(checkpoints["fd"]), "--hr-size", "lr:16x12", *FAST])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (
+        "Set5 not found" in res.output
+        and "builtin-eval" in res.output
+        and "PSNR dB (builtin-eval)" in res.output
+    )
+    res = CliRunner().invoke(app, ["benchmark", "--baseline", str(checkpoints["l1"]), "--candidate",
+                                   str(checkpoints["fd"]), "--dataset", "Set5", *FAST])  # fmt: skip
+    assert res.exit_code == 2 and "Set5" in res.output  # asked for by name: an error, not a silent fallback
 
 
 def test_benchmark_bad_inputs_are_one_line(checkpoints, tmp_path):
@@ -194,7 +307,8 @@ def test_benchmark_bad_inputs_are_one_line(checkpoints, tmp_path):
         (["--scale", "2"], "is a x4 model"),
         (["--hr-size", "wide"], "--hr-size"),
         (["--precision", "int8"], "--precision"),
-        (["--precision", "fp16", "--device", "cpu"], "fp16"),
+        (["--processes", "0"], "--processes"),
+        (["--precision", "fp16", "--device", "cpu", "--processes", "1"], "fp16"),  # raised inside the worker
     ]:
         res = runner.invoke(app, [*args, "--dataset", "none", *FAST, *extra])
         assert res.exit_code == 2, (extra, res.output)
@@ -206,32 +320,26 @@ def test_benchmark_bad_inputs_are_one_line(checkpoints, tmp_path):
 def test_cpu_peak_memory_sees_an_allocation():
     from trt.backends import cpu_peak_extra_mb
 
-    mb = cpu_peak_extra_mb(lambda: np.ones(16 * 2**20 // 8).sum())  # a 16 MiB array
+    # 96 MiB: above glibc's largest mmap threshold (32 MiB), so fresh pages, not memory freed by earlier tests
+    mb = cpu_peak_extra_mb(lambda: np.ones(96 * 2**20 // 8).sum())
     if mb is None:
         pytest.skip("no /proc/self/clear_refs (not Linux)")
-    assert 12 < mb < 64
+    assert 90 < mb < 200
 
 
 @pytest.mark.slow
-def test_psnr_through_the_backend(checkpoints, ort_report):
-    """PSNR via the torch backend = fgdsr.evaluate on the model itself; via ONNX Runtime within 0.01 dB."""
+def test_psnr_through_onnxruntime_matches_torch(checkpoints, ort_report):
     from fgdsr.checkpoint import load_model
     from fgdsr.evaluate import evaluate
     from fgdsr.inference import ModelUpscaler
-    from trt.backends import OrtBackend, TorchBackend
-    from trt.bench import BackendUpscaler, accuracy
+    from trt.backends import OrtBackend
+    from trt.bench import BackendUpscaler
 
     model, _, _ = load_model(checkpoints["l1"])
-    ref = evaluate({"model": ModelUpscaler(model, 4)}, ["builtin-eval"], [4], max_images=2)["results"][0]
-    shape = (1, 1, 8, 8)
-    via_torch = accuracy(
-        BackendUpscaler(TorchBackend(model, shape), 4), "builtin-eval", 4, None, max_images=2
-    )
-    assert via_torch["psnr"] == pytest.approx(ref["psnr"], abs=1e-9)
-    assert via_torch["ssim"] == pytest.approx(ref["ssim"], abs=1e-9)
-    ort = OrtBackend(ort_report[0] / "models" / "baseline-fp32.onnx", shape)
-    via_ort = accuracy(BackendUpscaler(ort, 4), "builtin-eval", 4, None, max_images=2)
-    assert via_ort["psnr"] == pytest.approx(ref["psnr"], abs=0.01)
+    ref = evaluate({"m": ModelUpscaler(model, 4)}, ["builtin-eval"], [4], max_images=2)["results"][0]
+    ort = OrtBackend(ort_report[0] / "models" / "baseline-fp32.onnx", (1, 1, 8, 8))
+    got = evaluate({"m": BackendUpscaler(ort, 4)}, ["builtin-eval"], [4], max_images=2)["results"][0]
+    assert got["psnr"] == pytest.approx(ref["psnr"], abs=0.01)
 
 
 @pytest.mark.slow
@@ -240,9 +348,9 @@ def test_cli_benchmark_torch_compile_matches_eager(checkpoints):
     eager's output (GEMM head) up to argmax ties."""
     res = CliRunner().invoke(app, ["benchmark", "--baseline", str(checkpoints["l1"]), "--candidate",
                                    str(checkpoints["fd"]), "--backend", "torch-compile", "--hr-size", "96x64",
-                                   "--dataset", "none", "--json", *FAST])  # fmt: skip
+                                   "--dataset", "none", "--json", *FAST, "--processes", "1"])  # fmt: skip
     assert res.exit_code == 0, res.output
-    _check_schema(json.loads(res.stdout), "torch-compile")
+    _check_schema(json.loads(res.stdout), "torch-compile", processes=1)
 
     from fgdsr.checkpoint import load_model
 

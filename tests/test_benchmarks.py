@@ -27,35 +27,20 @@ def test_bench_head_forms_agree():
     assert min(agreements) == 1.0, out
 
 
-def test_bench_latency_json_profile_and_kernel_tables(tmp_path):
-    path = tmp_path / "latency.json"
-    run("bench_latency.py", "--hr-size", "64x48", "--iters", "2", "--threads", "1", "--backends", "torch",
-        "--variants", "fd,aux", "--profile", "--kernels", "--json", str(path))  # fmt: skip
+def test_bench_latency_verdicts_and_profile_tables(tmp_path):
+    path, md = tmp_path / "latency.json", tmp_path / "latency.md"
+    run("bench_latency.py", "--hr-size", "64x48", "--processes", "1", "--min-rounds", "2", "--threads", "1",
+        "--backends", "torch", "--pairs", "fd,aux", "--profile", "--json", str(path), "--markdown", str(md))  # fmt: skip
     res = json.loads(path.read_text())
     pairs = {p["pair"]: p for p in res["pairs"]}
-    assert set(pairs) == {"fd/l1", "aux/l1"}
-    assert pairs["fd/l1"]["cand_mult_adds"] > pairs["fd/l1"]["l1_mult_adds"]  # the head's GEMM is counted
-    assert pairs["aux/l1"]["cand_mult_adds"] == pairs["aux/l1"]["l1_mult_adds"]
-    assert all(p["ratio"] > 0 and p["low"] <= p["high"] for p in res["pairs"])
-    assert any(k.startswith("head:") for k in res["fd_profile_ms"])
-    tables = res["kernels"]
-    assert set(tables) == {"torch/l1", "torch/fd", "torch/aux"}
-    for rows in tables.values():
-        assert rows and [r["ms"] for r in rows] == sorted((r["ms"] for r in rows), reverse=True)
-
-
-def test_kernel_table_shows_the_eager_head_gemm(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_latency import kernel_table
-
-    from fgdsr.checkpoint import save_model_checkpoint
-    from fgdsr.config import TrainConfig
-    from fgdsr.models import build_model
-
-    ops = {}
-    for loss in ("l1", "fd"):
-        cfg = TrainConfig(loss=loss, depth=1, channels=8)
-        ckpt = save_model_checkpoint(tmp_path / loss, build_model(cfg), cfg)
-        ops[loss] = {r["op"] for r in kernel_table(ckpt, "64x48", "torch", "cpu", reps=1, top=1000)}
-    assert "aten::baddbmm_" in ops["fd"] and "aten::baddbmm_" not in ops["l1"]  # the head runs as one GEMM
-    assert "aten::avg_pool2d" in ops["fd"] - ops["l1"]  # the Class-Module
+    assert set(pairs) == {"fd", "aux"}
+    fd, aux = pairs["fd"], pairs["aux"]
+    assert fd["rows"][1]["mult_adds"] > fd["rows"][0]["mult_adds"]  # the head's GEMM is counted
+    assert aux["rows"][1]["mult_adds"] == aux["rows"][0]["mult_adds"]  # aux deploys the baseline's graph
+    for p in res["pairs"]:
+        lat = p["latency_interval"]
+        assert lat["low"] <= lat["ratio"] <= lat["high"] and lat["processes"] == 1
+    groups = fd["profile"]["candidate"]["groups_ms"]
+    assert all(groups[g] > 0 for g in ("trunk", "FD head", "Class-Module")) and "profile" not in aux
+    text = md.read_text()
+    assert "| torch | fd/l1 |" in text and "Profile, fd vs l1 on torch" in text and res["header"] in text

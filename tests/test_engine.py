@@ -24,27 +24,26 @@ ENGINE_META = {
 
 # ------------------------------------------------------------------------------------------------ shapes
 def test_parse_size():
-    assert parse_size("1280x720") == Size(1280, 720)
-    assert parse_size(" LR:320X180 ") == Size(320, 180, lr=True)
+    assert parse_size("1280x720") == Size(height=720, width=1280)
+    assert parse_size(" LR:320X180 ") == Size(height=180, width=320, lr=True)
     for bad in ("1280", "axb", "0x5", "1x2x3", "-4x4"):
         with pytest.raises(UserError, match="WIDTHxHEIGHT|positive"):
             parse_size(bad, "--min")
 
 
 def test_lr_size_matches_complexity_convention():
-    """One derivation: the benchmarked LR shape is the one trt.complexity counts Mult-Adds on."""
-    from trt.complexity import lr_size as complexity_lr
+    """One derivation (trt.shapes.lr_size, also used by trt.complexity): the benchmarked LR shape is the counted one."""
 
-    assert lr_size(Size(1280, 720), 4) == (320, 180)
-    assert lr_size(Size(1920, 1080), 4) == (480, 270)
-    assert lr_size(Size(1280, 720), 3) == (427, 240)
-    assert lr_size(Size(1280, 720), 8) == (160, 90)
-    assert lr_size(Size(320, 180, lr=True), 4) == (320, 180)
-    for w, h, s in [(1280, 720, 2), (1280, 720, 3), (1281, 719, 4), (64, 64, 8), (1920, 1080, 3)]:
-        lw, lh = lr_size(Size(w, h), s)
-        assert complexity_lr((w, h), s) == (lh, lw)
+    def lr(w, h, s):
+        return lr_size(Size(height=h, width=w), s).hw
+
+    assert lr(1280, 720, 4) == (180, 320)
+    assert lr(1920, 1080, 4) == (270, 480)
+    assert lr(1280, 720, 3) == (240, 427)
+    assert lr(1280, 720, 8) == (90, 160)
+    assert lr_size(Size(height=180, width=320, lr=True), 4) == Size(height=180, width=320, lr=True)
     with pytest.raises(UserError, match="smaller than one LR pixel"):
-        lr_size(Size(2, 2), 8)
+        lr_size(Size(height=2, width=2), 8)
 
 
 def test_make_profile_defaults_and_order():

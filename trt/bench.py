@@ -1,287 +1,324 @@
-"""`fgdsr benchmark`: baseline vs candidate on one backend, interleaved, with complexity, accuracy and a verdict.
+"""`fgdsr benchmark`: baseline vs candidate on one backend, as plan -> stages -> record.
 
-Method (trtexec's care, issue 5): fixed shapes (the LR input of the HR size at the scale), a warm-up of each
-model (>= `warmup_iters` iterations or `warmup_ms`, whichever comes first), then timed rounds that alternate the
-two models (baseline first in even rounds, candidate first in odd ones) until each has >= `min_iters`
-iterations or `min_seconds` of timed work (and at least `min_rounds` rounds). Per model: median/p90/p99 of the
-end-to-end latency (GPU: with pinned host<->device copies) and of the GPU compute alone (CUDA events), the
-throughput, the peak memory of one inference; params/weights/Mult-Adds (true and naive) from trt.complexity;
-PSNR/SSIM on a data set computed through the same backend. The verdict is in trt/stats.py.
+    plan = BenchmarkPlan(baseline, candidate, backend="onnxruntime")     # local paths; what to measure
+    result = run_benchmark(plan)                                          # -> BenchmarkResult (frozen)
+    trt.report.print_table(result); trt.report.write_report(result, out)  # renderers
+
+Stages (`run_benchmark`): prepare the two models once (export / build into the work folder) -> time them in P
+fresh worker processes (trt.worker: warm-up, interleaved rounds, peak memory, optional throughput batch) ->
+params / Mult-Adds (trt.complexity) -> PSNR/SSIM through the same backend -> optional per-operator profiles
+(trt.opprofile) -> the pooled interval and the verdict (trt.stats). trt knows nothing of MLflow: the
+orchestrator resolves run ids before and logs the record after.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import platform
+import subprocess
+import sys
 import tempfile
-import time
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from fgdsr.errors import UserError
-from trt.backends import Backend, open_backend
-from trt.shapes import Size, lr_size
-from trt.stats import DEFAULT_TOLERANCE, ratio_interval, safe_ratio, summarize, verdict
+from trt.backends import BackendSpec, PreparedModel, open_prepared, prepare_model, torch_threads
+from trt.complexity import DEFAULT_HR, complexity
+from trt.machine import Machine, describe_machine
+from trt.opprofile import OpProfile
+from trt.shapes import Size, hr_of, lr_size
+from trt.sources import resolve_source
+from trt.stats import (
+    DEFAULT_TOLERANCE,
+    RatioInterval,
+    Verdict,
+    pooled_interval,
+    round_log_ratios,
+    safe_ratio,
+    summarize,
+    verdict,
+)
+from trt.timing import TimingPlan
+from trt.worker import WorkerJob, WorkerResult
 
 ROLES = ("baseline", "candidate")
+DEFAULT_DATASET = "Set5"
+FALLBACK_DATASET = "builtin-eval"
 
 
-@dataclass
-class TimingPlan:
-    """How long to warm up and time each model (defaults: issue 5; tests and CPU benchmarks pass smaller)."""
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    """What to benchmark and how. baseline/candidate: local checkpoint dirs, .onnx files or engines.
 
-    warmup_iters: int = 50
-    warmup_ms: float = 200.0
-    min_iters: int = 200
-    min_seconds: float = 3.0
-    min_rounds: int = 5
-    target_rounds: int = 20  # iterations per round are sized so the timed phase has about this many rounds
-
-
-def warm_up(backend: Backend, plan: TimingPlan) -> float:
-    """Run until `warmup_iters` iterations or `warmup_ms` have passed (at least one); -> median ms."""
-    times: list[float] = []
-    t0 = time.perf_counter()
-    while not times or (len(times) < plan.warmup_iters and (time.perf_counter() - t0) * 1e3 < plan.warmup_ms):
-        times.append(backend.step()[0])
-    return float(np.median(times))
-
-
-def time_interleaved(
-    backends: dict[str, Backend], plan: TimingPlan
-) -> dict[str, dict[str, list[list[float]]]]:
-    """Warm up every backend, then time them in alternating rounds; -> role -> {'e2e': rounds, 'compute': rounds}.
-
-    Each round runs `k` iterations of each model back to back; `k` is chosen from the warm-up so that the
-    timed phase has about `target_rounds` rounds. Machine drift (thermal, other jobs) hits both models alike.
+    dataset: PSNR/SSIM set ('' = the default: Set5 when present, else builtin-eval; None = skip).
+    processes: fresh timing processes (>= 3 for a verdict whose interval holds between-process drift; 5 narrows
+        the t quantile from 4.30 to 2.78).
+    throughput_batch: > 1 adds a throughput measurement at that batch beside the latency (0 = off).
     """
-    roles = list(backends)
-    est = {role: warm_up(b, plan) for role, b in backends.items()}
-    per_iter = max(est.values())
-    want_iters = max(plan.min_iters, 1)
-    k_by_time = plan.min_seconds * 1e3 / plan.target_rounds / max(per_iter, 1e-6)
-    k_by_iters = want_iters / plan.target_rounds
-    k = max(1, int(min(k_by_time, k_by_iters)))
-    out = {role: {"e2e": [], "compute": []} for role in roles}
-    spent = dict.fromkeys(roles, 0.0)
-    count = dict.fromkeys(roles, 0)
-    r = 0
-    while True:
-        order = roles if r % 2 == 0 else roles[::-1]
-        for role in order:
-            e2e, comp = [], []
-            for _ in range(k):
-                e, c = backends[role].step()
-                e2e.append(e)
-                comp.append(c if c is not None else math.nan)
-            out[role]["e2e"].append(e2e)
-            out[role]["compute"].append(comp)
-            spent[role] += sum(e2e) / 1e3
-            count[role] += k
-        r += 1
-        enough = all(count[x] >= plan.min_iters or spent[x] >= plan.min_seconds for x in roles)
-        if r >= plan.min_rounds and enough:
-            return out
+
+    baseline: str
+    candidate: str
+    backend: str = "torch"
+    precision: str = "fp32"
+    device: str = "cpu"
+    threads: int | None = None
+    scale: int = 4
+    hr_size: Size = DEFAULT_HR
+    batch: int = 1
+    dataset: str | None = ""
+    data_root: str | None = None
+    timing: TimingPlan = field(default_factory=TimingPlan)
+    processes: int = 5
+    throughput_batch: int = 0
+    profile: bool = False
+    tolerance: float = DEFAULT_TOLERANCE
+    workdir: str | None = None  # exported .onnx / engines are kept here (a temp folder when None)
+    cuda_graph: bool = False
+    labels: tuple[str, str] = ("", "")  # what the user named (e.g. MLflow run ids); default: the paths
+
+    @property
+    def lr(self) -> Size:
+        return lr_size(self.hr_size, self.scale, "--hr-size")
+
+    def spec(self) -> BackendSpec:
+        return BackendSpec(self.backend, (self.batch, 1, *self.lr.hw), self.precision, self.device, self.threads,
+                           self.cuda_graph)  # fmt: skip
 
 
-def machine_info(device: str) -> dict[str, Any]:
-    """CPU model, cores, OS, library versions and (on CUDA) the GPU name."""
-    cpu = platform.processor() or platform.machine()
+@dataclass(frozen=True)
+class ModelRow:
+    """One model's measurements. Times in ms (median/p90/p99), memory MiB, throughput images/s."""
+
+    role: str
+    label: str
+    variant: str
+    backend: str
+    precision: str
+    device: str
+    threads: int | None
+    params: int
+    weights: int
+    mult_adds: int
+    mult_adds_naive: int
+    elementwise: int
+    latency_ms: dict[str, float]
+    h2d_ms: float | None  # GPU: medians of the parts of the same inferences; None on the CPU
+    compute_ms: dict[str, float] | None
+    d2h_ms: float | None
+    throughput_ips: float  # batch / median latency (the latency mode)
+    throughput_batch_ips: float | None  # the throughput mode (`throughput_batch` images per inference)
+    peak_memory_mb: float | None
+    psnr: float | None
+    ssim: float | None
+    iterations: int
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """The record the renderers (trt.report) and the orchestrator (MLflow) consume."""
+
+    plan: BenchmarkPlan
+    rows: tuple[ModelRow, ModelRow]
+    latency: RatioInterval
+    verdict: Verdict
+    threads: int | None
+    machine: Machine
+    profiles: tuple[OpProfile, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ratios(self) -> dict[str, float | None]:
+        base, cand = self.rows
+        return {"params": safe_ratio(cand.params, base.params),
+                "mult_adds": safe_ratio(cand.mult_adds, base.mult_adds), "latency": self.latency.ratio}  # fmt: skip
+
+    def to_dict(self) -> dict:
+        """The JSON schema of `fgdsr benchmark --json` (issue 5's rows/ratios/verdict, and more)."""
+        from trt.report import result_dict
+
+        return result_dict(self)
+
+
+def check_plan(plan: BenchmarkPlan) -> None:
+    """One-line errors for a plan that cannot run (before anything is exported or timed)."""
+    if plan.precision not in ("fp32", "fp16"):
+        raise UserError(f"--precision '{plan.precision}': expected fp32 or fp16")
+    if plan.batch < 1:
+        raise UserError("--batch: must be at least 1")
+    if plan.processes < 1:
+        raise UserError("--processes: must be at least 1 (3 or more for a verdict)")
+    t = plan.timing
+    if (
+        min(t.warmup_iters, t.min_iters, t.min_rounds, t.warmup_min) < 1
+        or min(t.warmup_ms, t.min_seconds) < 0
+    ):
+        raise UserError(
+            "--warmup-iters/--min-iters/--min-rounds must be >= 1, --warmup-ms/--min-seconds >= 0"
+        )
+    if plan.backend == "tensorrt" and not plan.device.startswith("cuda"):
+        raise UserError("--backend tensorrt runs on --device cuda only")
+    plan.lr  # noqa: B018  (raises on an impossible size)
+
+
+def pick_dataset(requested: str | None, data_root: str | None) -> tuple[str | None, str | None]:
+    """-> (data set, note). '' = the default: Set5 if it is under the data root, else builtin-eval (said)."""
+    if requested != "":
+        return requested, None
+    from fgdsr.data.datasets import resolve_dataset
+
     try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    import torch
-
-    info = {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+        resolve_dataset(DEFAULT_DATASET, data_root)
+    except UserError:
+        return FALLBACK_DATASET, (f"dataset: {DEFAULT_DATASET} not found (data root: --data-root / FGDSR_DATA_ROOT); "
+                                  f"PSNR/SSIM on {FALLBACK_DATASET} (scikit-image's photos) instead")  # fmt: skip
+    return DEFAULT_DATASET, None
 
 
-def count_complexity(cfg, hr: tuple[int, int]) -> dict[str, Any]:
-    """params, weights, Mult-Adds (true and naive) and element-wise work of cfg's inference graph at HR (w, h)."""
-    from fgdsr.models import build_model
-    from trt.complexity import lr_size as complexity_lr
-    from trt.complexity import profile
+def prepare_models(plan: BenchmarkPlan, workdir: Path) -> tuple[PreparedModel, PreparedModel]:
+    """Both models as the files the backend runs (exported / built once, for every worker); scales checked."""
+    out = []
+    for role, text, label in zip(ROLES, (plan.baseline, plan.candidate), plan.labels, strict=True):
+        src = resolve_source(text, f"--{role}", label or None)
+        model = prepare_model(src, plan.spec(), workdir, role, max_batch=plan.throughput_batch)
+        scale = model.cfg().scale
+        if scale != plan.scale:
+            raise UserError(
+                f"--{role}: '{text}' is a x{scale} model, --scale is {plan.scale}; pass --scale {scale}"
+            )
+        out.append(model)
+    return out[0], out[1]
 
-    model, lr_hw = build_model(cfg).eval(), complexity_lr(hr, cfg.scale)
-    try:
-        prof = profile(model, lr_hw, device="meta")  # shapes only: milliseconds at any size
-    except (NotImplementedError, RuntimeError):
-        prof = profile(model, lr_hw, device="cpu")
-    return {"params": prof.params, "weights": prof.weights, "mult_adds": prof.mult_adds_true,
-            "mult_adds_naive": prof.mult_adds_naive, "elementwise": prof.elementwise}  # fmt: skip
+
+def run_worker(job: WorkerJob, workdir: Path, index: int) -> WorkerResult:
+    """One fresh process (`python -m trt.worker`); its UserError comes back as this process's UserError."""
+    job_path, out_path = workdir / f"worker-{index}.json", workdir / f"worker-{index}.out.json"
+    job_path.write_text(job.to_json())
+    proc = subprocess.run([sys.executable, "-m", "trt.worker", str(job_path), str(out_path)], capture_output=True,
+                          text=True)  # fmt: skip
+    text = out_path.read_text() if out_path.exists() else ""
+    if proc.returncode == 2 and '"error"' in text:
+        import json
+
+        raise UserError(json.loads(text)["error"])
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"benchmark worker {index} failed (exit {proc.returncode}): {tail[0]}")
+    return WorkerResult.from_json(text)
+
+
+def measure_latency(plan: BenchmarkPlan, models, workdir: Path) -> list[WorkerResult]:
+    """P fresh worker processes, one after the other (never concurrently: they would share the CPU)."""
+    job = WorkerJob(models, plan.spec(), plan.timing, plan.throughput_batch)
+    return [run_worker(job, workdir, i) for i in range(plan.processes)]
+
+
+def measure_accuracy(plan: BenchmarkPlan, models, dataset: str | None) -> dict[str, dict]:
+    """PSNR/SSIM of each model through its backend on `dataset` ({'psnr': None, ...} when skipped)."""
+    if not dataset:
+        return {m.role: {"psnr": None, "ssim": None} for m in models}
+    from fgdsr.evaluate import evaluate
+
+    out = {}
+    for m in models:
+        backend = open_prepared(m, plan.spec())
+        try:
+            res = evaluate({"model": BackendUpscaler(backend, plan.scale)}, [dataset], [plan.scale],
+                           plan.data_root)  # fmt: skip
+        finally:
+            backend.close()
+        row = next(r for r in res["results"] if int(r["scale"]) == plan.scale)
+        out[m.role] = {"psnr": float(row["psnr"]), "ssim": float(row["ssim"])}
+    return out
 
 
 class BackendUpscaler:
     """LR RGB uint8 (h, w, 3) -> SR RGB uint8 (h*s, w*s, 3) with the Y channel through `backend`.
 
-    `fgdsr.inference.ModelUpscaler` around the backend (Y by the network, CbCr by MATLAB bicubic, the same
-    colour maths as for a torch model), so PSNR of an ONNX/TensorRT/FP16 model shows what that backend loses.
-    For torch-compile the eager model computes the images (a compiled graph is specialised to one shape).
+    `fgdsr.inference.ModelUpscaler` around `backend.as_module()` (the torch backends' own model, no numpy round
+    trip; ONNX Runtime / TensorRT through numpy, as their runtimes take it), so PSNR shows what the backend loses.
     """
 
-    def __init__(self, backend: Backend, scale: int) -> None:
-        import torch
-
+    def __init__(self, backend, scale: int) -> None:
         from fgdsr.inference import ModelUpscaler
 
-        class BackendModule(torch.nn.Module):
-            """The backend as a Y model: torch (N, 1, h, w) float -> torch (N, 1, H, W) float32."""
-
-            def forward(self, y: torch.Tensor) -> torch.Tensor:
-                return torch.from_numpy(backend.infer(y.detach().cpu().float().numpy()))
-
         self.scale = int(scale)  # an int .scale: fgdsr.evaluate uses this instance as is
-        self.inner = ModelUpscaler(BackendModule(), scale, "cpu")
+        self.inner = ModelUpscaler(backend.as_module(), scale, "cpu")
 
-    def __call__(self, lr_rgb: np.ndarray) -> np.ndarray:
+    def __call__(self, lr_rgb):
         return self.inner(lr_rgb)
 
 
-def accuracy(
-    upscaler, dataset: str, scale: int, data_root: str | None, max_images: int | None = None
-) -> dict[str, float | None]:
-    """Mean PSNR/SSIM (dB / 1) of `upscaler` on `dataset` at `scale` via fgdsr.evaluate (the paper's protocol)."""
-    from fgdsr.evaluate import evaluate
+def profile_models(plan: BenchmarkPlan, models, reps: int = 5) -> tuple[OpProfile, ...]:
+    """Per-operator profiles of both models on the plan's backend (trt.opprofile)."""
+    from trt import opprofile
 
-    result = evaluate({"model": upscaler}, [dataset], [scale], data_root, max_images=max_images)
-    return extract_mean(result, dataset, scale)
+    shape = plan.spec().shape
+    out = []
+    for m in models:
+        if plan.backend in ("torch", "torch-compile"):
+            from fgdsr.checkpoint import load_model
+
+            net, _, _ = load_model(m.path)
+            out.append(
+                opprofile.torch_profile(
+                    net, shape, plan.device, reps, plan.backend == "torch-compile", m.role
+                )
+            )
+        elif plan.backend == "onnxruntime":
+            out.append(opprofile.ort_profile(m.path, shape, plan.threads, reps, m.role, plan.device))
+        else:
+            out.append(opprofile.tensorrt_profile(m.path, m.onnx, shape, reps, m.role))
+    return tuple(out)
 
 
-def extract_mean(result: dict[str, Any], dataset: str, scale: int) -> dict[str, float | None]:
-    """The mean PSNR/SSIM for (dataset, scale) in fgdsr.evaluate's `{"results": [...]}`."""
-    for row in result["results"]:
-        if int(row["scale"]) == int(scale):
-            return {"psnr": float(row["psnr"]), "ssim": float(row["ssim"])}
-    return {"psnr": None, "ssim": None}
+def _median(rounds: list[list[float]]) -> float | None:
+    flat = [t for r in rounds for t in r]
+    return summarize(flat)["median"] if flat else None
 
 
-def run_benchmark(
-    baseline: str,
-    candidate: str,
-    *,
-    backend: str = "torch",
-    precision: str = "fp32",
-    scale: int = 4,
-    hr_size: Size = Size(1280, 720),
-    batch: int = 1,
-    dataset: str | None = "Set5",
-    data_root: str | None = None,
-    device: str = "cpu",
-    threads: int | None = None,
-    plan: TimingPlan | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
-    workdir: str | Path | None = None,
-    tracking_uri: str | None = None,
-    cuda_graph: bool = False,
-) -> dict[str, Any]:
-    """Benchmark `candidate` against `baseline` (checkpoints, run ids, .onnx or engines); -> the JSON dict.
+def model_row(plan: BenchmarkPlan, m: PreparedModel, workers: list[WorkerResult], acc: dict) -> ModelRow:
+    """Pool one model's timings over the workers and add its complexity and accuracy."""
+    timings = [w.timings[m.role] for w in workers]
+    e2e = summarize([t for tm in timings for t in tm.flat()])
+    compute = [t for tm in timings for t in tm.flat("compute")]
+    comp = summarize(compute) if compute else None
+    gpu = plan.device.startswith("cuda")
+    cfg = m.cfg()
+    counts = complexity(cfg, hr_size=hr_of(plan.hr_size, plan.scale)).counts
+    thr = [w.throughput_ips[m.role] for w in workers if w.throughput_ips.get(m.role)]
+    mem = [w.memory_mb[m.role] for w in workers if w.memory_mb.get(m.role) is not None]
+    return ModelRow(role=m.role, label=m.label, variant=cfg.loss, backend=plan.backend, precision=plan.precision,
+                    device=plan.device, threads=workers[0].threads, params=counts.params, weights=counts.weights,
+                    mult_adds=counts.mult_adds_true, mult_adds_naive=counts.mult_adds_naive,
+                    elementwise=counts.elementwise, latency_ms={k: e2e[k] for k in ("median", "p90", "p99")},
+                    h2d_ms=_median([r for tm in timings for r in tm.h2d]) if gpu else None,
+                    compute_ms={k: comp[k] for k in ("median", "p90", "p99")} if comp and gpu else None,
+                    d2h_ms=_median([r for tm in timings for r in tm.d2h]) if gpu else None,
+                    throughput_ips=plan.batch * 1e3 / e2e["median"],
+                    throughput_batch_ips=sum(thr) / len(thr) if thr else None,
+                    peak_memory_mb=max(mem) if mem else None, psnr=acc["psnr"], ssim=acc["ssim"],
+                    iterations=e2e["n"])  # fmt: skip
 
-    `dataset=None` skips PSNR/SSIM. The result holds the issue's schema (rows, ratios, verdict) and more
-    (method, machine, per-row compute/throughput/memory, the latency interval).
-    """
-    import torch
 
-    from trt.sources import resolve_source
+def pooled_latency(workers: list[WorkerResult]) -> RatioInterval:
+    """The candidate/baseline interval from every worker's per-round log-ratios (trt.stats.pooled_interval)."""
+    per_process = [round_log_ratios(w.timings["baseline"].e2e, w.timings["candidate"].e2e) for w in workers]
+    return pooled_interval(per_process)
 
-    plan = plan or TimingPlan()
-    if batch < 1:
-        raise UserError("--batch: must be at least 1")
-    if threads:
-        torch.set_num_threads(threads)
-    threads = threads or torch.get_num_threads()
-    lr_w, lr_h = lr_size(hr_size, scale, "--hr-size")
-    shape = (batch, 1, lr_h, lr_w)
-    hr = (hr_size.width, hr_size.height) if not hr_size.lr else (lr_w * scale, lr_h * scale)
-    sources = {"baseline": resolve_source(baseline, tracking_uri, "--baseline"),
-               "candidate": resolve_source(candidate, tracking_uri, "--candidate")}  # fmt: skip
-    tmp = None
-    if workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="fgdsr-bench-")
-        workdir = tmp.name
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    backends: dict[str, Backend] = {}
-    rows: list[dict[str, Any]] = []
-    try:
-        cfgs, infos = {}, {}
-        for role in ROLES:
-            b, cfg, info = open_backend(sources[role], backend, shape, precision=precision, device=device,
-                                        threads=threads, workdir=workdir, role=role, cuda_graph=cuda_graph)  # fmt: skip
-            if cfg.scale != scale:
-                raise UserError(f"--{role}: '{sources[role].label}' is a x{cfg.scale} model, --scale is {scale}; "
-                                f"pass --scale {cfg.scale}")  # fmt: skip
-            backends[role], cfgs[role], infos[role] = b, cfg, info
-        memory = {role: b.peak_memory_mb() for role, b in backends.items()}
-        timings = time_interleaved(backends, plan)
-        for role in ROLES:
-            b = backends[role]
-            e2e = summarize([t for r in timings[role]["e2e"] for t in r])
-            comp_all = [t for r in timings[role]["compute"] for t in r if not math.isnan(t)]
-            comp = summarize(comp_all) if comp_all else None
-            acc = {"psnr": None, "ssim": None}
-            if dataset:
-                acc = accuracy(BackendUpscaler(b, scale), dataset, scale, data_root)
-            row = {"role": role, "backend": b.name, "precision": b.precision,
-                   **count_complexity(cfgs[role], hr),
-                   "latency_ms": {k: e2e[k] for k in ("median", "p90", "p99")},
-                   "psnr": acc["psnr"], "ssim": acc["ssim"],
-                   "compute_ms": {k: comp[k] for k in ("median", "p90", "p99")} if comp else None,
-                   "throughput_ips": batch * 1e3 / e2e["median"], "peak_memory_mb": memory[role],
-                   "iterations": e2e["n"], "variant": cfgs[role].loss, "source": infos[role]["source"],
-                   "device": b.device, "threads": b.threads}  # fmt: skip
-            rows.append(row)
-    finally:
-        for b in backends.values():
-            b.close()
-        if tmp is not None:
-            tmp.cleanup()
-    lat = ratio_interval(timings["baseline"]["e2e"], timings["candidate"]["e2e"])
-    base, cand = rows
-    ver = verdict(lat, tolerance)
-    result = {
-        "rows": rows,
-        "ratios": {
-            "params": safe_ratio(cand["params"], base["params"]),
-            "mult_adds": safe_ratio(cand["mult_adds"], base["mult_adds"]),
-            "latency": lat["ratio"],
-        },  # fmt: skip
-        "verdict": ver["text"],
-        "latency_interval": lat,
-        "no_extra_cost": ver["no_extra_cost"],
-        "tolerance": tolerance,
-        "method": {
-            "backend": backend,
-            "device": device,
-            "precision": precision,
-            "scale": scale,
-            "hr_size": list(hr),
-            "lr_input": list(shape),
-            "batch": batch,
-            "dataset": dataset,
-            "threads": threads,
-            "interleaved": True,
-            **asdict(plan),
-        },  # fmt: skip
-        "machine": machine_info(device),
-    }
-    if tracking_uri:
-        from trt.report import log_mlflow
 
-        result["mlflow_run_id"] = log_mlflow(result, tracking_uri)
-    return result
+def run_benchmark(plan: BenchmarkPlan) -> BenchmarkResult:
+    """Benchmark `plan.candidate` against `plan.baseline`: prepare, time (fresh processes), count, evaluate, profile."""
+    check_plan(plan)
+    dataset, note = pick_dataset(plan.dataset, plan.data_root)
+    with tempfile.TemporaryDirectory(prefix="fgdsr-bench-") as tmp:
+        workdir = Path(plan.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        models = prepare_models(plan, workdir)
+        workers = measure_latency(plan, models, workdir)
+        with torch_threads(plan.threads) as threads:
+            acc = measure_accuracy(plan, models, dataset)
+            profiles = profile_models(plan, models) if plan.profile else ()
+        rows = tuple(model_row(plan, m, workers, acc[m.role]) for m in models)
+    lat = pooled_latency(workers)
+    return BenchmarkResult(plan=replace(plan, dataset=dataset), rows=rows, latency=lat,
+                           verdict=verdict(lat, plan.tolerance),
+                           threads=workers[0].threads or threads, machine=describe_machine(plan.device),
+                           profiles=profiles, notes=(note,) if note else ())  # fmt: skip

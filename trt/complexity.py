@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from fgdsr.errors import UserError
+from trt.shapes import Size, hr_of, lr_size
 
 CONVENTIONS = ("true", "naive")
 REFERENCE_MODELS = ("srcnn", "vdsr", "lapsrn")
+DEFAULT_HR = Size(height=720, width=1280)  # the literature's Mult-Adds are quoted for a 1280x720 output
 
 
-@dataclass
-class Profile:
-    """Counts of one forward pass (all integers)."""
+@dataclass(frozen=True)
+class Counts:
+    """Counts of one inference forward (all integers), from `count`."""
 
     params: int
     weights: int
@@ -48,30 +50,113 @@ class Profile:
         return self.mult_adds_true if convention == "true" else self.mult_adds_naive
 
 
-def parse_hr_size(text: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720) = (width, height)."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        w, h = (int(p) for p in parts)
-    except ValueError:
-        raise UserError(f"--hr-size '{text}': expected WIDTHxHEIGHT, for example 1280x720") from None
-    if w < 1 or h < 1:
-        raise UserError(f"--hr-size '{text}': width and height must be positive")
-    return w, h
+@dataclass(frozen=True)
+class Complexity:
+    """What `complexity` measured: the model's name, scale, the HR output size counted, and the counts."""
 
+    model: str
+    scale: int
+    hr_size: Size
+    counts: Counts
+    convention: str = "true"
 
-def lr_size(hr_size: tuple[int, int], scale: int) -> tuple[int, int]:
-    """LR (height, width) for an HR (width, height) at `scale` (rounded: 1280/3 -> 427)."""
-    w, h = hr_size
-    return max(1, round(h / scale)), max(1, round(w / scale))
+    def record(self) -> dict[str, Any]:
+        """The issue-5 JSON record: model, scale, hr_size [W, H], params, weights, mult_adds, elementwise."""
+        c = self.counts
+        return {"model": self.model, "scale": self.scale, "hr_size": [self.hr_size.width, self.hr_size.height],
+                "params": c.params, "weights": c.weights, "mult_adds": c.mult_adds(self.convention),
+                "elementwise": c.elementwise}  # fmt: skip
 
 
 def _prod(xs) -> int:
     return int(math.prod(int(x) for x in xs))
 
 
-def profile(model, lr_hw: tuple[int, int], batch: int = 1, device: str = "meta") -> Profile:
-    """Count one inference forward of `model` on a (batch, 1, h, w) input.
+class _Tally:
+    """What `count` accumulates while the forward runs: one `record(func, args, kwargs, out)` per aten op."""
+
+    def __init__(self, param_ids: dict) -> None:
+        import torch
+
+        aten = torch.ops.aten
+        self.torch = torch
+        self.param_ids = param_ids
+        self.used: dict[int, Any] = {}
+        # views of parameters (a 1x1 head's weight reshaped for a GEMM, fgd.AnchorHead.infer): a matmul on one is a
+        # layer's matmul. Kept as objects, not just ids, so that no id is reused by a freed tensor mid-count.
+        self.weight_views: dict[int, Any] = {}
+        self.conv_ops = {aten.convolution.default}
+        self.accumulate_ops = {
+            aten.addmm.default,
+            aten.baddbmm.default,
+            aten.baddbmm_.default,
+        }  # (input, a, b)
+        self.matmul_ops = {aten.mm.default, aten.bmm.default, *self.accumulate_ops}
+        self.true = self.naive = self.elementwise = 0
+        self.by_op: dict[str, int] = defaultdict(int)
+        self.convs: list[dict[str, Any]] = []
+
+    def is_weight(self, t) -> bool:
+        return id(t) in self.param_ids or id(t) in self.weight_views
+
+    def record(self, func, args, kwargs, out) -> None:
+        flat_in = [
+            a
+            for a in self.torch.utils._pytree.tree_leaves((args, kwargs))
+            if isinstance(a, self.torch.Tensor)
+        ]
+        for a in flat_in:
+            if id(a) in self.param_ids:
+                self.used[id(a)] = a
+        if func in self.conv_ops:
+            self._conv(args, kwargs, out)
+        elif func in self.matmul_ops and any(self.is_weight(t) for t in flat_in):
+            # a layer's matmul (nn.Linear); a matmul with no parameter (the bicubic resize of SRCNN/VDSR
+            # inputs, x3 outputs) is interpolation, counted as element-wise work below
+            self._matmul(func, args, out)
+        elif getattr(func, "is_view", False):
+            if any(self.is_weight(t) for t in flat_in) and isinstance(out, self.torch.Tensor):
+                self.weight_views[id(out)] = out
+        elif func not in _FREE_OPS:
+            self._elementwise(func, flat_in, out)
+
+    def _add(self, w, x, out, transposed: bool, true: int, naive: int) -> None:
+        self.true += true
+        self.naive += naive
+        self.convs.append({"weight": list(w.shape), "input": list(x.shape), "output": list(out.shape),
+                           "transposed": transposed, "true": true, "naive": naive})  # fmt: skip
+
+    def _conv(self, args, kwargs, out) -> None:
+        x, w = args[0], args[1]
+        transposed = bool(args[6]) if len(args) > 6 else bool(kwargs.get("transposed", False))
+        if transposed:
+            # weight (C_in, C_out/groups, kh, kw): per input position C_out/g·kh·kw per input channel
+            true = x.numel() * _prod(w.shape[1:])
+            naive = true * _prod(args[3])  # x stride (per output position of the x stride map)
+        else:
+            # weight (C_out, C_in/groups, kh, kw): per output position C_in/g·kh·kw per output channel
+            true = naive = out.numel() * _prod(w.shape[1:])
+        self._add(w, x, out, transposed, true, naive)
+
+    def _matmul(self, func, args, out) -> None:
+        a, b = (args[1], args[2]) if func in self.accumulate_ops else args[:2]
+        macs = a.numel() * b.shape[-1]
+        w, x = (a, b) if self.is_weight(a) else (b, a)  # x @ W or W @ F
+        self._add(w, x, out, False, macs, macs)
+
+    def _elementwise(self, func, flat_in, out) -> None:
+        sizes = [t.numel() for t in flat_in]
+        sizes += [
+            t.numel() for t in self.torch.utils._pytree.tree_leaves(out) if isinstance(t, self.torch.Tensor)
+        ]
+        # ops on parameters/buffers alone (tiny tables, scalars) are not per-pixel work
+        if sizes and max(sizes) > 1 and not all(id(t) in self.param_ids for t in flat_in if t.numel() > 1):
+            self.elementwise += max(sizes)
+            self.by_op[func.overloadpacket.__name__] += max(sizes)
+
+
+def count(model, lr: Size, batch: int = 1, device: str = "meta") -> Counts:
+    """Count one inference forward of `model` on a (batch, 1, lr.height, lr.width) input.
 
     The model is deep-copied, its weight normalisation folded (deployment form) and moved to `device`.
     """
@@ -85,99 +170,41 @@ def profile(model, lr_hw: tuple[int, int], batch: int = 1, device: str = "meta")
     model = copy.deepcopy(model).eval()
     remove_weight_norm_(model)
     model = model.to(device)
-    param_ids = {id(p): p for p in model.parameters()}
-    used: dict[int, torch.Tensor] = {}
-    # views of parameters (a 1x1 head's weight reshaped for a GEMM, fgd.AnchorHead.infer): a matmul on one is a
-    # layer's matmul. Kept as objects, not just ids, so that no id is reused by a freed tensor mid-count.
-    weight_views: dict[int, torch.Tensor] = {}
+    tally = _Tally({id(p): p for p in model.parameters()})
     ran_modules: list[torch.nn.Module] = []
     hooks = [m.register_forward_pre_hook(lambda mod, _a: ran_modules.append(mod)) for m in model.modules()]
 
-    aten = torch.ops.aten
-    conv_ops = {aten.convolution.default}
-    accumulate_ops = {aten.addmm.default, aten.baddbmm.default, aten.baddbmm_.default}  # (input, a, b)
-    matmul_ops = {aten.mm.default, aten.bmm.default, *accumulate_ops}
-    tally = {"true": 0, "naive": 0, "elementwise": 0}
-    by_op: dict[str, int] = defaultdict(int)
-    convs: list[dict[str, Any]] = []
-
     class Counter(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            flat_in = [
-                a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)
-            ]
-            for a in flat_in:
-                if id(a) in param_ids:
-                    used[id(a)] = a
-            if func in conv_ops:
-                x, w = args[0], args[1]
-                transposed = bool(args[6]) if len(args) > 6 else bool(kwargs.get("transposed", False))
-                if transposed:
-                    # weight (C_in, C_out/groups, kh, kw): per input position C_out/g·kh·kw per input channel
-                    stride = args[3]
-                    true = x.numel() * _prod(w.shape[1:])
-                    naive = true * _prod(stride)
-                else:
-                    # weight (C_out, C_in/groups, kh, kw): per output position C_in/g·kh·kw per output channel
-                    true = naive = out.numel() * _prod(w.shape[1:])
-                tally["true"] += true
-                tally["naive"] += naive
-                convs.append(
-                    {"weight": list(w.shape), "input": list(x.shape), "output": list(out.shape),
-                     "transposed": transposed, "true": true, "naive": naive}
-                )  # fmt: skip
-            elif func in matmul_ops and any(id(t) in param_ids or id(t) in weight_views for t in flat_in):
-                # a layer's matmul (nn.Linear); a matmul with no parameter (the bicubic resize of SRCNN/VDSR
-                # inputs, x3 outputs) is interpolation, counted as element-wise work below
-                a, b = (args[1], args[2]) if func in accumulate_ops else args[:2]
-                macs = a.numel() * b.shape[-1]
-                tally["true"] += macs
-                tally["naive"] += macs
-                w, x = (a, b) if id(a) in param_ids or id(a) in weight_views else (b, a)  # x @ W or W @ F
-                convs.append({"weight": list(w.shape), "input": list(x.shape), "output": list(out.shape),
-                              "transposed": False, "true": macs, "naive": macs})  # fmt: skip
-            elif getattr(func, "is_view", False):
-                if any(id(t) in param_ids or id(t) in weight_views for t in flat_in) and isinstance(
-                    out, torch.Tensor
-                ):
-                    weight_views[id(out)] = out
-            elif func not in _FREE_OPS:
-                sizes = [t.numel() for t in flat_in]
-                sizes += [
-                    t.numel() for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)
-                ]
-                # ops on parameters/buffers alone (tiny tables, scalars) are not per-pixel work
-                if sizes and max(sizes) > 1 and not all(id(t) in param_ids for t in flat_in if t.numel() > 1):
-                    work = max(sizes)
-                    tally["elementwise"] += work
-                    by_op[func.overloadpacket.__name__] += work
+            out = func(*args, **(kwargs or {}))
+            tally.record(func, args, kwargs or {}, out)
             return out
 
-    x = (
-        torch.rand(batch, 1, *lr_hw, device=device)
-        if device != "meta"
-        else torch.empty(batch, 1, *lr_hw, device=device)
-    )
+    make = torch.rand if device != "meta" else torch.empty
+    x = make(batch, 1, *lr.hw, device=device)
     try:
         with torch.no_grad(), Counter():
             model(x)
     finally:
         for h in hooks:
             h.remove()
-    # A parameter belongs to the deployed graph if an op read it, or its own module ran (covers ops that
-    # received a derived view of it).
+    return _counts(model, tally, ran_modules)
+
+
+def _counts(model, tally: _Tally, ran_modules) -> Counts:
+    """Params of the deployed graph: a parameter an op read, or one of a module that ran (covers ops that
+    received a derived view of it); weights = the kernels among them."""
+    import torch
+
+    used = dict(tally.used)
     for mod in ran_modules:
         for p in mod.parameters(recurse=False):
             used[id(p)] = p
-    kernel_ids = set()
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.Conv2d | torch.nn.ConvTranspose2d | torch.nn.Linear | torch.nn.Conv1d):
-            kernel_ids.add(id(mod.weight))
+    kinds = torch.nn.Conv2d | torch.nn.ConvTranspose2d | torch.nn.Linear | torch.nn.Conv1d
+    kernel_ids = {id(m.weight) for m in model.modules() if isinstance(m, kinds)}
     params = sum(p.numel() for p in used.values())
     weights = sum(p.numel() for i, p in used.items() if i in kernel_ids)
-    return Profile(params, weights, tally["true"], tally["naive"], tally["elementwise"], dict(by_op), convs)
+    return Counts(params, weights, tally.true, tally.naive, tally.elementwise, dict(tally.by_op), tally.convs)
 
 
 def _free_ops():
@@ -211,67 +238,73 @@ def build_reference(model: str, layout: str, loss: str, scale: int, depth: int |
 
 
 def complexity(
-    target: str,
+    target,
     layout: str = "official",
     loss: str = "l1",
     scale: int | None = None,
-    hr_size: tuple[int, int] = (1280, 720),
+    hr_size: Size = DEFAULT_HR,
     convention: str = "true",
     device: str = "meta",
-) -> tuple[dict[str, Any], Profile]:
-    """-> (the JSON dict of issue 5, the full Profile). `target`: srcnn | vdsr | lapsrn | a checkpoint dir.
+) -> Complexity:
+    """The one complexity entry point. `target`: srcnn | vdsr | lapsrn | a checkpoint dir | a TrainConfig.
 
-    For a checkpoint, its own config decides the layout, loss and scale (an explicit `scale` must agree).
+    For a checkpoint or a config, its own layout, loss and scale count (an explicit `scale` must agree);
+    a config is built with fresh weights (counts do not depend on them: an .onnx / engine's sidecar config).
     """
-    global _FREE_OPS
-    if not _FREE_OPS:
-        _FREE_OPS = _free_ops()
     if convention not in CONVENTIONS:
         raise UserError(f"--convention '{convention}': expected true or naive")
+    model, cfg, name = _target_model(target, layout, loss, scale)
+    counts = _count_with_fallback(model, lr_size(hr_size, cfg.scale, "--hr-size"), device)
+    return Complexity(name, cfg.scale, hr_of(hr_size, cfg.scale), counts, convention)
+
+
+def _target_model(target, layout: str, loss: str, scale: int | None):
+    """-> (model, cfg, name) for `complexity`'s target."""
+    from fgdsr.config import TrainConfig
+
+    if isinstance(target, TrainConfig):
+        from fgdsr.models import build_model
+
+        if scale is not None and scale != target.scale:
+            raise UserError(f"--scale {scale}: the model is a x{target.scale} model; drop --scale")
+        return build_model(target), target, f"{target.model}-{target.loss}"
     if target in REFERENCE_MODELS:
         if loss != "l1" and target != "lapsrn":
             raise UserError(f"--loss {loss}: only lapsrn has FGD heads; use --loss l1 with {target}")
         model, cfg = build_reference(target, layout, loss, scale or 4)
         name = target if target != "lapsrn" else f"lapsrn-{layout}" + ("" if loss == "l1" else f"-{loss}")
-    else:
-        path = Path(target)
-        if not path.exists():
-            raise UserError(
-                f"{target}: not a model name ({', '.join(REFERENCE_MODELS)}) nor a checkpoint directory"
-            )
-        from fgdsr.checkpoint import load_model
+        return model, cfg, name
+    path = Path(target)
+    if not path.exists():
+        raise UserError(
+            f"{target}: not a model name ({', '.join(REFERENCE_MODELS)}) nor a checkpoint directory"
+        )
+    from fgdsr.checkpoint import load_model
 
-        model, cfg, _meta = load_model(path)
-        if scale is not None and scale != cfg.scale:
-            raise UserError(f"--scale {scale}: checkpoint {target} is a x{cfg.scale} model; drop --scale")
-        name = path.name
-    prof = _profile_with_fallback(model, lr_size(hr_size, cfg.scale), device)
-    result = {
-        "model": name,
-        "scale": cfg.scale,
-        "hr_size": [int(hr_size[0]), int(hr_size[1])],
-        "params": prof.params,
-        "weights": prof.weights,
-        "mult_adds": prof.mult_adds(convention),
-        "elementwise": prof.elementwise,
-    }
-    return result, prof
+    model, cfg, _meta = load_model(path)
+    if scale is not None and scale != cfg.scale:
+        raise UserError(f"--scale {scale}: checkpoint {target} is a x{cfg.scale} model; drop --scale")
+    return model, cfg, path.name
 
 
-def _profile_with_fallback(model, lr_hw: tuple[int, int], device: str) -> Profile:
+def _count_with_fallback(model, lr: Size, device: str) -> Counts:
+    global _FREE_OPS
+    if not _FREE_OPS:
+        _FREE_OPS = _free_ops()
     if device == "meta":
         try:
-            return profile(model, lr_hw, device="meta")
+            return count(model, lr, device="meta")
         except (NotImplementedError, RuntimeError):
             pass  # an op without a meta kernel: count on real tensors instead (slower, same numbers)
-    return profile(model, lr_hw, device="cpu")
+    return count(model, lr, device="cpu")
 
 
-# The paper's Table 2 (same numbers at x2, x3 and x4): LapSRN 862K / 186.2G, Ours (FD) 934K / 208.4G.
-PAPER_TABLE2 = {"lapsrn": (862_000, 186.2e9), "fd": (934_000, 208.4e9)}
+# The paper's Table 2 complexity columns (params, Mult-Adds; the same at x2, x3 and x4): LapSRN 862K / 186.2G,
+# Ours (FD) 934K / 208.4G. Not its PSNR columns (those are orchestrator.reproduce's).
+PAPER_PARAMS_MULT_ADDS = {"lapsrn": (862_000, 186.2e9), "fd": (934_000, 208.4e9)}
 
 
-def paper_candidates(hr_size: tuple[int, int] = (1280, 720)) -> list[dict[str, Any]]:
+def paper_candidates(hr_size: Size = DEFAULT_HR) -> list[dict[str, Any]]:
     """Every plausible way to count LapSRN and LapSRN+FD, to see which comes closest to the paper's Table 2.
 
     Rows: layout x scale x variant (l1; fd with the 1x1 or the 3x3 head), with
@@ -280,9 +313,6 @@ def paper_candidates(hr_size: tuple[int, int] = (1280, 720)) -> list[dict[str, A
     from fgdsr.config import TrainConfig
     from fgdsr.models import build_model
 
-    global _FREE_OPS
-    if not _FREE_OPS:
-        _FREE_OPS = _free_ops()
     # head_levels "all" adds training-only heads: the inference graph (what is counted) equals "last"
     variants = [("l1", 1, "last"), ("fd", 1, "last"), ("fd", 3, "last")]
     rows = []
@@ -297,7 +327,7 @@ def paper_candidates(hr_size: tuple[int, int] = (1280, 720)) -> list[dict[str, A
                     head_levels=levels,
                     patch_size=24 * scale,
                 )
-                prof = _profile_with_fallback(build_model(cfg), lr_size(hr_size, scale), "meta")
+                prof = _count_with_fallback(build_model(cfg), lr_size(hr_size, scale), "meta")
                 rows.append(
                     {"layout": layout, "scale": scale, "variant": loss if loss == "l1" else f"fd-{kernel}x{kernel}-{levels}",
                      "params": prof.params, "weights": prof.weights,
