@@ -97,7 +97,19 @@ def reproduce(
     ),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default runs/reproduce-<table>)."),
     budget_minutes: float | None = typer.Option(
-        None, "--budget-minutes", help="table1: training minutes per run."
+        None, "--budget-minutes", help="table1: training minutes per run (measured speed -> steps)."
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="table1: training steps per run (instead of minutes)."
+    ),
+    budget: str = typer.Option(
+        "steps", "--budget", help="table1: steps (every arm the same steps) | time (the same minutes)."
+    ),
+    reading: list[str] | None = typer.Option(
+        None, "--reading", help="table1: an extra arm NAME:field=value[,field=value] (repeatable)."
+    ),
+    test_set: list[str] | None = typer.Option(
+        None, "--test-set", help="table1: an extra test set beyond Set5/Set14/BSD100/Urban100 (repeatable)."
     ),
     seeds: int = typer.Option(1, "--seeds", help="table1: seeds per variant (mean ± spread)."),
     gpus: float = typer.Option(0, "--gpus", help="table1: GPUs for the sweep (0: CPU)."),
@@ -134,18 +146,18 @@ def reproduce(
             quiet=json_,
         )
     elif table == "table1":
-        if budget_minutes is None or budget_minutes <= 0:
-            raise UserError(
-                "reproduce table1: --budget-minutes N is required (training minutes per run, N > 0)"
-            )
         if seeds < 1:
             raise UserError("--seeds: at least 1")
         from fgdsr.config import parse_set_args
-        from orchestrator.table1 import Table1Options, reproduce_table1
+        from orchestrator.table1 import Table1Options, parse_reading, reproduce_table1
 
         result = reproduce_table1(
             Table1Options(
                 budget_minutes=budget_minutes,
+                steps=steps,
+                budget=budget,
+                readings=tuple(parse_reading(r) for r in reading or []),
+                test_sets=tuple(test_set or []),
                 seeds=seeds,
                 gpus=gpus,
                 gpus_per_trial=gpus_per_trial,

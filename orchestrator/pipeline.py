@@ -174,7 +174,11 @@ def benchmark(plan: PipelinePlan, sources: dict[str, str], backend: str) -> tupl
 
     b = plan.bench
     hr = b.get("hr_size", "1280x720")
-    hr_size = parse_size(hr, "benchmark.hr_size") if isinstance(hr, str) else Size(height=int(hr[1]), width=int(hr[0]))
+    hr_size = (
+        parse_size(hr, "benchmark.hr_size")
+        if isinstance(hr, str)
+        else Size(height=int(hr[1]), width=int(hr[0]))
+    )
     timing = TimingPlan(warmup_ms=float(b.get("warmup_ms", 200.0)), min_iters=int(b.get("min_iters", 200)),
                         min_seconds=float(b.get("min_time_s", 3.0)))  # fmt: skip
     base_src, cand_src = sources.values()

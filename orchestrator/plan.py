@@ -61,6 +61,7 @@ class TuneOptions:
     paired: bool = (
         False  # every loss variant on the same sampled settings, `num_samples` slots (the pipeline)
     )
+    points: tuple[dict[str, Any], ...] = ()  # explicit trials (search random): each one's values (Table 1)
     num_cpus: int | None = None  # local cluster CPUs (None: all); ignored with `address`
     seed: int = 0
     register: bool = True
@@ -317,6 +318,10 @@ def _trials(opts: TuneOptions, space: space_mod.SearchSpace, base: TrainConfig):
     num_samples = opts.num_samples or (1 if opts.search == "grid" else 4)
     if opts.search == "grid":
         return num_samples, num_samples * space_mod.grid_size(space), ()
+    if opts.points:
+        if opts.search != "random" or opts.paired:
+            raise UserError("explicit trial points need search random (and no paired slots)")
+        return len(opts.points), len(opts.points), tuple(dict(p) for p in opts.points)
     if opts.paired:
         points = space_mod.paired_points(space, num_samples, base, opts.seed)
         return len(points), len(points), points

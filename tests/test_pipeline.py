@@ -85,7 +85,6 @@ def test_tables_render_known_rows():
     assert "| b2 | fd | 1.500 | 0.050 | 16 | 2.0e-03 | 200 | 25.50 | 0.7200 | TERMINATED |" in text
 
 
-
 def test_linear_fit_known_line():
     fit = figures.linear_fit([1, 2, 3, 4], [3, 5, 7, 9])
     assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(1.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -41,30 +40,6 @@ def test_table2_complexity_srcnn_vdsr_exact():
     assert rows["SRCNN"]["diff_mult_adds_naive_g"] == pytest.approx(
         rows["SRCNN"]["mult_adds_naive"] / 1e9 - 52.7
     )
-
-
-def test_table1_aggregate_mean_and_sample_std():
-    trials = [
-        t1.Table1Trial("a", "l1", psnr={"Set5": 30.0, "Set14": 27.0}),
-        t1.Table1Trial("b", "l1", psnr={"Set5": 31.0, "Set14": 27.0}),
-        t1.Table1Trial("c", "fd", psnr={"Set5": 32.0, "Set14": None}),
-    ]
-    agg = t1.table1_aggregate(trials, ["Set5", "Set14"])
-    assert agg["l1"]["Set5"]["mean"] == pytest.approx(30.5)
-    assert agg["l1"]["Set5"]["std"] == pytest.approx(math.sqrt(0.5))  # sample std of (30, 31)
-    assert agg["l1"]["Set5"]["diff"] == pytest.approx(30.5 - 31.65)
-    assert agg["l1"]["Set14"]["std"] == 0.0
-    assert agg["fd"]["Set5"]["n"] == 1 and math.isnan(agg["fd"]["Set5"]["std"])
-    assert agg["fd"]["Set14"]["n"] == 0
-    assert "cs" not in agg
-    info = {"command": "fgdsr reproduce table1 --budget-minutes 1", "machine": "m", "date": "d", "wall_s": 1.0,
-            "train_dataset": "T91+BSD200", "val_dataset": "Set5", "model": "lapsrn", "scale": 4, "seeds": 2,
-            "budget_minutes": 1.0, "max_steps": 10, "steps_per_s": {"l1": 2.0, "fd": 1.0}}  # fmt: skip
-    text = t1.table1_markdown(agg, ["Set5", "Set14"], info)
-    assert "| Baseline | 30.50 ± 0.71 | 27.00 ± 0.00 |" in text
-    assert "| +FD Loss | 32.00 | — |" in text
-    assert "| +FD Loss − Baseline | +1.50 (paper +0.58) | — (paper +0.71) |" in text
-    assert "10 steps for every variant" in text
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -128,7 +103,7 @@ def test_table1_tiny_cpu_run_end_to_end(data_root, tmp_path):
         train_dataset="builtin-train", out=tmp_path / "t1", tracking_uri=uri, quiet=True, calibration_s=1.5,
     ))  # fmt: skip
     assert {t.variant for t in res.trials} == {"l1", "fd"}
-    assert all(t.steps == res.info["max_steps"] for t in res.trials)
+    assert all(t.steps == res.info["max_steps"] for t in res.trials)  # equal steps
     for v in ("l1", "fd"):
         assert res.table[v]["Set5"]["n"] == 1 and 10 < res.table[v]["Set5"]["mean"] < 40
     # every image of every (variant, seed) is kept, and its mean is the table's
@@ -139,8 +114,16 @@ def test_table1_tiny_cpu_run_end_to_end(data_root, tmp_path):
     assert len(saved["scores"]) == 10 and {"variant", "seed", "dataset", "image", "psnr", "ssim"} <= set(
         saved["scores"][0]
     )
+    # the issue-11 schema: rows with the paired difference to l1 and its interval
+    fd = next(r for r in saved["rows"] if r["variant"] == "fd" and r["dataset"] == "Set5")
+    assert {"variant", "dataset", "psnr", "delta_vs_l1", "seeds", "images"} <= set(fd)
+    lo, hi = fd["delta_vs_l1"]["ci95"]
+    assert lo <= fd["delta_vs_l1"]["mean"] <= hi and fd["seeds"] == 1 and fd["images"] == 5
+    own = {s["image"]: s["psnr"] for s in saved["scores"] if s["variant"] == "fd"}
+    base = {s["image"]: s["psnr"] for s in saved["scores"] if s["variant"] == "l1"}
+    assert fd["delta_vs_l1"]["mean"] == pytest.approx(sum(own[k] - base[k] for k in own) / 5)
     text = (tmp_path / "t1" / "table1.md").read_text()
-    assert "| Baseline |" in text and "paper +0.58" in text
+    assert "| Baseline |" in text and "paper +0.58" in text and "Δ vs Baseline [95 % CI]" in text
     from mlflow import MlflowClient
 
     c = MlflowClient(uri)
@@ -154,3 +137,74 @@ def test_table1_tiny_cpu_run_end_to_end(data_root, tmp_path):
                 budget_minutes=0.05, config=tiny, out=tmp_path / "t1", data_root=str(root), quiet=True
             )
         )
+
+
+# ------------------------------------------------------------------------------------ Table 1 comparison
+def _scores(arm: str, deltas: dict[int, list[float]]):
+    """ImageScores of `arm`: seed -> per-image PSNR offsets over a fixed baseline of 30 dB (3 images)."""
+    return [t1.ImageScore(arm, seed, "Set5", f"im{i}", 30.0 + d, 0.9, f"{arm}-{seed}", entropy=5.0 + i)
+            for seed, ds in deltas.items() for i, d in enumerate(ds)]  # fmt: skip
+
+
+def test_readings_parse_and_trials_map_back_to_their_arm():
+    arm = t1.parse_reading("cs_paper:loss=cs,alpha=0.004,areas=3;5;7")
+    assert arm == t1.Arm("cs_paper", {"loss": "cs", "alpha": "0.004", "areas": "3,5,7"})
+    arms = (t1.Arm("cs", {"loss": "cs"}), arm)
+    assert t1.arm_of({"loss": "cs", "seed": 0}, arms) == "cs"
+    assert t1.arm_of({"loss": "cs", "alpha": "0.004", "areas": "3,5,7", "seed": 1}, arms) == "cs_paper"
+    for bad in ("noname", "l1:loss=l1", "x:alpha"):
+        with pytest.raises(rep.UserError, match="--reading"):
+            t1.parse_reading(bad)
+
+
+def test_compare_pairs_by_seed_and_image():
+    """fd is l1 + (0.1, 0.2, 0.3) dB on both seeds: Δ = +0.2 exactly paired, slope +0.1 dB per bit of entropy."""
+    scores = _scores("l1", {0: [0, 0, 0], 1: [0.5, -0.5, 0.2]}) + _scores(
+        "fd", {0: [0.1, 0.2, 0.3], 1: [0.6, -0.3, 0.5]}
+    )
+    arms = (t1.Arm("l1", {"loss": "l1"}), t1.Arm("fd", {"loss": "fd"}))
+    rows = {r.variant: r for r in t1.compare(scores, arms, ["Set5"])}
+    assert rows["l1"].delta_vs_l1 is None and rows["l1"].psnr == pytest.approx(30 + 0.2 / 6)
+    d = rows["fd"].delta_vs_l1
+    assert d.mean == pytest.approx(0.2) and (d.seeds, d.images) == (2, 3)
+    assert d.ci95[0] == pytest.approx(0.1) and d.ci95[1] == pytest.approx(0.3)  # image effects only
+    assert rows["fd"].entropy_slope.mean == pytest.approx(0.1)
+    assert rows["fd"].paper == t1.PAPER_TABLE1["fd"]["Set5"]
+
+
+def test_table1_markdown_reports_the_paired_delta_and_its_verdict():
+    """A +0.2 dB gain whose interval excludes zero reads "better"; the row carries the paper's Δ and the CI."""
+    scores = _scores("l1", {0: [0, 0, 0], 1: [0.5, -0.5, 0.2]}) + _scores(
+        "fd", {0: [0.1, 0.2, 0.3], 1: [0.6, -0.3, 0.5]}
+    )
+    arms = (t1.Arm("l1", {"loss": "l1"}), t1.Arm("fd", {"loss": "fd"}))
+    info = {"command": "fgdsr reproduce table1 --steps 10", "machine": "m", "date": "d", "wall_s": 1.0,
+            "train_dataset": "T91+BSD200:train", "val_dataset": "T91+BSD200:val", "model": "lapsrn", "scale": 4,
+            "seeds": 2, "budget": "steps", "steps": {"l1": 10, "fd": 10}, "steps_per_s": {}}  # fmt: skip
+    rows = t1.compare(scores, arms, ["Set5"])
+    text = t1.table1_markdown(t1.Table1Result(info, ("Set5",), "", (), tuple(scores), rows), arms)
+    fd = next(line for line in text.splitlines() if line.startswith("| +FD Loss |"))
+    cells = [c.strip() for c in fd.strip("|").split("|")]
+    assert cells[1:6] == ["Set5", "30.23 ± 0.05", "+0.200 [+0.100, +0.300]", "better", "paper +0.58"]
+    assert cells[7] == "2 × 3"
+    assert "| Baseline | Set5 | 30.03 ± 0.05 | — | — |" in text
+    assert "steps Baseline 10, +FD Loss 10" in text and "equal steps" in text
+    assert "half-widths are 0.100–0.100 dB" in text
+
+
+def test_every_trial_sets_every_field_a_reading_changes(tmp_path):
+    """The cs arm must run at the config's alpha, not at a value Tune samples from the reading's choice."""
+    from fgdsr.config import CONFIG_DIR, load_config
+
+    arms = (t1.Arm("l1", {"loss": "l1"}), t1.Arm("cs", {"loss": "cs"}),
+            t1.parse_reading("cs_a004:loss=cs,alpha=0.004,train_decode=soft"))  # fmt: skip
+    base = load_config(CONFIG_DIR / "tiny.yaml")
+    state = t1.Table1State({a.name: 7 for a in arms}, {}, "steps", None, 2, arms, "tiny.yaml", {}, "")
+    plan = t1.sweep_plan(state, t1.Table1Options(steps=7, out=tmp_path), base)
+    assert len(plan.points) == 6
+    by_arm = {(t1.arm_of(p, arms), p["seed"]): p for p in plan.points}
+    assert set(by_arm) == {(a.name, s) for a in arms for s in (0, 1)}
+    for s in (0, 1):
+        assert float(by_arm[("cs", s)]["alpha"]) == base.alpha and by_arm[("cs", s)]["train_decode"] == "hard"
+        assert float(by_arm[("cs_a004", s)]["alpha"]) == 0.004
+        assert by_arm[("l1", s)]["max_steps"] == 7 == by_arm[("l1", s)]["val_every"]
