@@ -55,6 +55,30 @@ def _checkpoint_method(path: str, device: str, scales: list[int] | None):
     return name, factory, model_scale
 
 
+def _deployed_method(path: str, option: str, scales: list[int] | None):
+    """(name, upscaler, model scale) for an exported .onnx or a TensorRT engine; name = the file's name."""
+    from fgdsr.inference import RgbRunnerUpscaler, RunnerUpscaler
+    from trt.sources import ENGINE_SUFFIXES
+    from trt.tile_runner import open_file_runner
+
+    p = Path(path)
+    want = ENGINE_SUFFIXES if option == "--engine" else (".onnx",)
+    if p.suffix.lower() not in want:
+        raise UserError(f"{option} {path}: expected a file ending in {' or '.join(want)}")
+    runner, meta = open_file_runner(p)
+    model_scale = int(meta["scale"])
+    if scales is not None and any(s != model_scale for s in scales):
+        raise UserError(f"{option} {path}: a x{model_scale} model; evaluate it with --scale {model_scale}")
+    cls = RgbRunnerUpscaler if meta.get("io") == "rgb" else RunnerUpscaler
+    return p.name, cls(runner, model_scale), model_scale
+
+
+def check_out_folder(out: Path | None) -> None:
+    """--out must be a folder or not exist yet: refused before any work, so nothing is half-written."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; give a folder (it is created if missing)")
+
+
 def _print_tables(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -168,6 +192,10 @@ def evaluate(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else."),
     out: Path = typer.Option(None, "--out", help="Write CSVs, scatter plots and results.json here."),
     checkpoint: list[str] = typer.Option(None, "--checkpoint", help="Checkpoint folder(s) to evaluate."),
+    onnx: list[str] = typer.Option(
+        None, "--onnx", help="Exported .onnx file(s) (fgdsr export) on ONNX Runtime."
+    ),
+    engine: list[str] = typer.Option(None, "--engine", help="TensorRT engine file(s) (fgdsr build-engine)."),
     baseline: str = typer.Option(
         None,
         "--baseline",
@@ -182,11 +210,12 @@ def evaluate(
         help="LapSRN's own script: Y not rounded, single-channel files through rgb2ycbcr (reproduces its rows).",
     ),
 ) -> None:
-    """Evaluate bicubic or trained checkpoints: PSNR/SSIM on Y (MATLAB protocol) and HR entropy per image."""
+    """Evaluate bicubic, checkpoints or deployed models: PSNR/SSIM on Y (MATLAB protocol), HR entropy per image."""
     from fgdsr.evaluate import attach_baseline, check_scale
     from fgdsr.evaluate import evaluate as run_evaluate
     from fgdsr.inference import BicubicUpscaler
 
+    check_out_folder(out)
     scales = [check_scale(s) for s in scale] if scale else None
     if max_images is not None and max_images < 1:
         raise UserError(f"--max-images {max_images}: must be at least 1")
@@ -207,6 +236,13 @@ def evaluate(
             raise UserError(f"--checkpoint {path}: two methods named '{name}'; rename one folder")
         methods[name] = factory
         model_scales.append(s)
+    for option, paths in (("--onnx", onnx), ("--engine", engine)):
+        for path in paths or []:
+            name, upscaler, s = _deployed_method(path, option, scales)
+            if name in methods:
+                raise UserError(f"{option} {path}: two methods named '{name}'; rename one file")
+            methods[name] = upscaler
+            model_scales.append(s)
     if not methods:
         methods["bicubic"] = BicubicUpscaler
     if scales is None:
@@ -240,6 +276,9 @@ def evaluate(
                 base_name = f"{base_name} (baseline)"
             methods[base_name] = factory
 
+    if not dataset:  # the default runs on a fresh machine: no data set to download
+        typer.echo("evaluate: no --dataset given; using builtin-eval (5 built-in photos); "
+                   "pass --dataset Set5 (etc.) for the paper's tables", err=True)  # fmt: skip
     datasets = list(dataset) if dataset else ["builtin-eval"]
     report = run_evaluate(
         methods,
