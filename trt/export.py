@@ -107,12 +107,15 @@ def ort_session(path: str | Path, threads: int | None = None, providers: list[st
 
 
 def bin_agreement(a, b, bins: int) -> float:
-    """Fraction of pixels whose values fall in the same of K equal bins over [0, 1] (the argmax proxy)."""
+    """Fraction of pixels whose values fall in the same of K equal bins over [0, 1] (the argmax proxy);
+    a non-finite value (an fp16 overflow) agrees with nothing."""
     import numpy as np
 
-    ka = np.clip((np.asarray(a, dtype=np.float64) * bins).astype(np.int64), 0, bins - 1)
-    kb = np.clip((np.asarray(b, dtype=np.float64) * bins).astype(np.int64), 0, bins - 1)
-    return float((ka == kb).mean())
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    ka = np.clip((np.where(ok, a, 0.0) * bins).astype(np.int64), 0, bins - 1)
+    kb = np.clip((np.where(ok, b, 0.0) * bins).astype(np.int64), 0, bins - 1)
+    return float(((ka == kb) & ok).mean())
 
 
 def parity(model, onnx_path: str | Path, shapes, bins: int = 32, seed: int = 0) -> list[dict]:
