@@ -175,6 +175,63 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
     return written
 
 
+def _collect_methods(method, checkpoint, onnx, engine, device: str, scales) -> tuple[dict, list[int]]:
+    """name -> upscaler (or factory) for --method/--checkpoint/--onnx/--engine, and the models' scales."""
+    from fgdsr.inference import BicubicUpscaler
+
+    methods: dict = {}
+    model_scales: list[int] = []
+    for m in method or []:
+        if m.lower() != "bicubic":
+            raise UserError(f"--method '{m}': unknown; use bicubic, or --checkpoint PATH for a trained model")
+        methods["bicubic"] = BicubicUpscaler
+    for path in checkpoint or []:
+        name, factory, s = _checkpoint_method(path, device, scales)
+        if name in methods:
+            raise UserError(f"--checkpoint {path}: two methods named '{name}'; rename one folder")
+        methods[name] = factory
+        model_scales.append(s)
+    for option, paths in (("--onnx", onnx), ("--engine", engine)):
+        for path in paths or []:
+            name, upscaler, s = _deployed_method(path, option, scales)
+            if name in methods:
+                raise UserError(f"{option} {path}: two methods named '{name}'; rename one file")
+            methods[name] = upscaler
+            model_scales.append(s)
+    if not methods:
+        methods["bicubic"] = BicubicUpscaler
+    return methods, model_scales
+
+
+def _baseline(baseline: str | None, methods: dict, device: str, scales) -> tuple[str | None, dict | None]:
+    """--baseline: (the method name to compare against, added to `methods`) or (None, a saved results report)."""
+    from fgdsr.inference import BicubicUpscaler
+
+    if baseline is None:
+        return None, None
+    bpath = Path(baseline)
+    if baseline.lower() == "bicubic":
+        methods.setdefault("bicubic", BicubicUpscaler)
+        return "bicubic", None
+    if bpath.suffix.lower() == ".json":
+        if not bpath.is_file():
+            raise UserError(
+                f"--baseline {baseline}: file not found; give a results .json from --json or --out"
+            )
+        try:
+            base_report = json.loads(bpath.read_text())
+            if not isinstance(base_report.get("results"), list):
+                raise ValueError("no 'results' list")
+        except (ValueError, AttributeError) as e:
+            raise UserError(f"--baseline {baseline}: not a results file of 'fgdsr evaluate' ({e})") from e
+        return None, base_report
+    base_name, factory, _ = _checkpoint_method(baseline, device, scales)
+    if base_name in methods:
+        base_name = f"{base_name} (baseline)"
+    methods[base_name] = factory
+    return base_name, None
+
+
 def evaluate(
     method: list[str] = typer.Option(None, "--method", "-m", help="bicubic (default unless --checkpoint)."),
     dataset: list[str] = typer.Option(
@@ -213,7 +270,6 @@ def evaluate(
     """Evaluate bicubic, checkpoints or deployed models: PSNR/SSIM on Y (MATLAB protocol), HR entropy per image."""
     from fgdsr.evaluate import attach_baseline, check_scale
     from fgdsr.evaluate import evaluate as run_evaluate
-    from fgdsr.inference import BicubicUpscaler
 
     check_out_folder(out)
     scales = [check_scale(s) for s in scale] if scale else None
@@ -224,58 +280,14 @@ def evaluate(
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
-    methods: dict = {}
-    model_scales: list[int] = []
-    for m in method or []:
-        if m.lower() != "bicubic":
-            raise UserError(f"--method '{m}': unknown; use bicubic, or --checkpoint PATH for a trained model")
-        methods["bicubic"] = BicubicUpscaler
-    for path in checkpoint or []:
-        name, factory, s = _checkpoint_method(path, device, scales)
-        if name in methods:
-            raise UserError(f"--checkpoint {path}: two methods named '{name}'; rename one folder")
-        methods[name] = factory
-        model_scales.append(s)
-    for option, paths in (("--onnx", onnx), ("--engine", engine)):
-        for path in paths or []:
-            name, upscaler, s = _deployed_method(path, option, scales)
-            if name in methods:
-                raise UserError(f"{option} {path}: two methods named '{name}'; rename one file")
-            methods[name] = upscaler
-            model_scales.append(s)
-    if not methods:
-        methods["bicubic"] = BicubicUpscaler
+    methods, model_scales = _collect_methods(method, checkpoint, onnx, engine, device, scales)
     if scales is None:
         scales = sorted(set(model_scales)) or [4]
         if len(scales) > 1:
             raise UserError(
                 "--checkpoint: the models have different scales; give --scale and one model per scale"
             )
-
-    base_name = None
-    base_report = None
-    if baseline is not None:
-        bpath = Path(baseline)
-        if baseline.lower() == "bicubic":
-            base_name = "bicubic"
-            methods.setdefault("bicubic", BicubicUpscaler)
-        elif bpath.suffix.lower() == ".json":
-            if not bpath.is_file():
-                raise UserError(
-                    f"--baseline {baseline}: file not found; give a results .json from --json or --out"
-                )
-            try:
-                base_report = json.loads(bpath.read_text())
-                if not isinstance(base_report.get("results"), list):
-                    raise ValueError("no 'results' list")
-            except (ValueError, AttributeError) as e:
-                raise UserError(f"--baseline {baseline}: not a results file of 'fgdsr evaluate' ({e})") from e
-        else:
-            base_name, factory, _ = _checkpoint_method(baseline, device, scales)
-            if base_name in methods:
-                base_name = f"{base_name} (baseline)"
-            methods[base_name] = factory
-
+    base_name, base_report = _baseline(baseline, methods, device, scales)
     if not dataset:  # the default runs on a fresh machine: no data set to download
         typer.echo("evaluate: no --dataset given; using builtin-eval (5 built-in photos); "
                    "pass --dataset Set5 (etc.) for the paper's tables", err=True)  # fmt: skip
