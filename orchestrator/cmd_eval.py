@@ -185,19 +185,17 @@ def _collect_methods(method, checkpoint, onnx, engine, device: str, scales) -> t
         if m.lower() != "bicubic":
             raise UserError(f"--method '{m}': unknown; use bicubic, or --checkpoint PATH for a trained model")
         methods["bicubic"] = BicubicUpscaler
-    for path in checkpoint or []:
-        name, factory, s = _checkpoint_method(path, device, scales)
-        if name in methods:
-            raise UserError(f"--checkpoint {path}: two methods named '{name}'; rename one folder")
-        methods[name] = factory
-        model_scales.append(s)
-    for option, paths in (("--onnx", onnx), ("--engine", engine)):
-        for path in paths or []:
+    models = [("--checkpoint", p) for p in checkpoint or []]
+    models += [("--onnx", p) for p in onnx or []] + [("--engine", p) for p in engine or []]
+    for option, path in models:
+        if option == "--checkpoint":
+            name, upscaler, s = _checkpoint_method(path, device, scales)
+        else:
             name, upscaler, s = _deployed_method(path, option, scales)
-            if name in methods:
-                raise UserError(f"{option} {path}: two methods named '{name}'; rename one file")
-            methods[name] = upscaler
-            model_scales.append(s)
+        if name in methods:
+            raise UserError(f"{option} {path}: two methods named '{name}'; rename one")
+        methods[name] = upscaler
+        model_scales.append(s)
     if not methods:
         methods["bicubic"] = BicubicUpscaler
     return methods, model_scales

@@ -217,21 +217,10 @@ def test_cli_checkpoint_end_to_end(small_set, tmp_path):
 # ------------------------------------------------------------------- deployed models: --onnx / --engine
 
 
-def _tiny_checkpoint(folder, loss="fd", scale=4):
-    checkpoint = pytest.importorskip("fgdsr.checkpoint")
-    from fgdsr.config import TrainConfig
-    from fgdsr.models import build_model
+def _tiny_checkpoint(folder):
+    from deploy_util import tiny_checkpoint
 
-    cfg = TrainConfig().replace(scale=scale, depth=2, channels=8, loss=loss)
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    with torch.no_grad():
-        for p in model.trunk.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-        if loss == "fd":
-            for p in model.heads.parameters():
-                torch.nn.init.normal_(p, std=0.05)
-    return checkpoint.save_model_checkpoint(folder, model, cfg)
+    return tiny_checkpoint(folder, "fd")
 
 
 @pytest.mark.slow

@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from deploy_util import tiny_checkpoint
 from PIL import Image
 from typer.testing import CliRunner
 
-from fgdsr import checkpoint as ck
-from fgdsr.config import TrainConfig
 from fgdsr.data.builtin import builtin_paths
 from fgdsr.data.imresize import imresize
-from fgdsr.models import build_model
 from orchestrator.cli import app
 from trt.rgb_graph import BicubicUp, bicubic_taps
 
@@ -47,17 +45,8 @@ def test_graph_bicubic_equals_imresize(scale):
         assert (got - ref).abs().max() < 1e-12
 
 
-def _tiny(loss: str, folder: Path, seed: int = 0) -> Path:
-    cfg = TrainConfig().replace(depth=2, channels=8, scale=4, loss=loss)
-    torch.manual_seed(seed)
-    model = build_model(cfg).eval()
-    with torch.no_grad():
-        for p in model.trunk.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-        if loss == "fd":
-            for p in model.heads.parameters():
-                torch.nn.init.normal_(p, std=0.05)
-    return ck.save_model_checkpoint(folder, model, cfg, {"step": 0})
+def _tiny(loss: str, folder: Path) -> Path:
+    return tiny_checkpoint(folder, loss)
 
 
 def _graph_upscale(onnx_path: Path, photo: Path) -> np.ndarray:

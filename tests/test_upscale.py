@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from deploy_util import tiny_model
 from PIL import Image
 from typer.testing import CliRunner
 
 from fgdsr import checkpoint as ck
-from fgdsr.config import TrainConfig
 from fgdsr.errors import UserError
-from fgdsr.models import build_model
 from fgdsr.upscale import (
     TileGuard,
     TilePlan,
@@ -31,16 +30,7 @@ from orchestrator.cli import app
 
 
 def _model(loss: str = "l1", depth: int = 2, seed: int = 0):
-    cfg = TrainConfig().replace(depth=depth, channels=8, scale=4, loss=loss, class_patch=8)
-    torch.manual_seed(seed)
-    model = build_model(cfg).eval()
-    with torch.no_grad():  # random but non-trivial weights, so tiling errors would show
-        for p in model.trunk.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-        if loss in ("cs", "fd"):
-            for p in model.heads.parameters():
-                torch.nn.init.normal_(p, std=0.05)
-    return model, cfg
+    return tiny_model(loss, depth=depth, seed=seed, class_patch=8)
 
 
 def _runner(model, cfg, scale: int = 4) -> TorchTileRunner:
