@@ -482,3 +482,26 @@ def test_tensorrt_equals_torch_and_fp16_is_guarded(tmp_path, fd_ckpt):
         a = _read(tmp_path / "torch" / f"{src.stem}_x4.png")
         assert np.abs(a - _read(tmp_path / "trt" / f"{src.stem}_x4.png")).max() <= 1
         assert np.abs(a - _read(tmp_path / "trt16" / f"{src.stem}_x4.png")).max() <= 8
+
+
+@pytest.mark.slow
+def test_bench_upscale_script_runs(tmp_path):
+    """benchmarks/bench_upscale.py at a tiny size: one row per (config, backend) with its throughput."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "u.json"
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "bench_upscale.py"), "--configs", "tiny", "--lr-size", "48x40",
+         "--tile", "16", "--overlap", "8", "--repeats", "1", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=root,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert [(r["config"], r["backend"]) for r in res["rows"]] == [("tiny", "torch"), ("tiny", "onnxruntime")]
+    for r in res["rows"]:
+        assert r["output_mp"] == pytest.approx(48 * 40 * 16 / 1e6) and r["mp_per_s"] > 0
+        assert 0 < r["network_share"] <= 1
+    assert len(res["machine"]["load_average"]) == 3
