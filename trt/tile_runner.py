@@ -14,7 +14,7 @@ Every call into `trt/backends.py` goes through `BackendRunner`, the one adapter 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +167,8 @@ def open_runners(spec: RunnerSpec) -> Runners:
     from fgdsr.upscale import class_align
 
     cfg = read_config(spec.checkpoint)  # one-line error for a missing/corrupt checkpoint; no torch yet
+    if Path(spec.checkpoint).is_file():  # a file inside the checkpoint: key and cache belong to its folder
+        spec = replace(spec, checkpoint=Path(spec.checkpoint).parent)
     scale = _check_spec(spec, cfg)
     align = class_align(cfg)
     if spec.backend == "torch":
