@@ -11,8 +11,8 @@ window of ONE static size, `tile + 2*overlap` per side, so an ONNX graph / Tenso
 serves every tile, and only the core of each result is kept (the seam blending of a core crop). Windows keep
 `overlap` LR pixels of context on every side of the core; at the image border they are shifted inward instead
 of padded, because padding changes what the network sees at the border (LapSRN's convolutions zero-pad; a
-replicate or mirror pad moved border pixels of the official x4 model by up to 58-78 grey levels, measured in
-docs/DEPLOY.md). So with an overlap of at least the receptive field (LapSRN x4, depth 10: about 20 LR pixels)
+symmetric, replicate or reflect pad moved border pixels of the official x4 model by up to 58, 78 or 115 grey
+levels: benchmarks/tile_padding.py, docs/DEPLOY.md). So with an overlap of at least the receptive field (LapSRN x4, depth 10: about 20 LR pixels)
 tiling changes nothing but float rounding. An image side shorter than the window is one window of that side's
 own length (a second static shape for that image, cached like the first).
 Tile and overlap are rounded up to multiples of the FD Class-Module's sub-image (`align` = cfg.class_patch) so

@@ -69,13 +69,13 @@ def l1_rgb(tmp_path_factory):
 
 
 def _crops(folder: Path) -> list[Path]:
-    """A 200 x 150 crop from the middle of each of the 5 built-in photos (x4: 800 x 600; keeps the test short)."""
+    """A 160 x 120 crop from the middle of each of the 5 built-in photos (x4: 640 x 480; keeps the test short)."""
     out = []
     for photo in builtin_paths("builtin-eval"):
         img = Image.open(photo).convert("RGB")
         w, h = img.size
-        left, top = (w - 200) // 2, (h - 150) // 2
-        img.crop((left, top, left + 200, top + 150)).save(folder / f"{photo.stem}.png")
+        left, top = (w - 160) // 2, (h - 120) // 2
+        img.crop((left, top, left + 160, top + 120)).save(folder / f"{photo.stem}.png")
         out.append(folder / f"{photo.stem}.png")
     return out
 
@@ -90,7 +90,7 @@ def test_rgb_graph_equals_fgdsr_upscale_on_the_builtin_photos(l1_rgb, tmp_path):
     assert len(photos) == 5
     args = ["upscale", *map(str, photos), "--checkpoint", str(c), "--out", str(tmp_path / "o")]
     r = CliRunner().invoke(app, [*args, "--tile", "64", "--overlap", "16"])
-    assert r.exit_code == 0, r.output  # 4 x 3 tiles each; the graph runs each photo whole
+    assert r.exit_code == 0, r.output  # 3 x 2 tiles each; the graph runs each photo whole
     tmp_path = tmp_path / "o"
     for photo in photos:
         ref = np.asarray(Image.open(tmp_path / f"{photo.stem}_x4.png").convert("RGB")).astype(np.int64)
