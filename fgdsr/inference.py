@@ -9,6 +9,11 @@ new upscalers (ONNX, TensorRT) so both forms are handled the same way.
   LR RGB -> YCbCr (MATLAB BT.601, double formula), Y through the network, CbCr by the MATLAB bicubic,
   back to RGB, round/clip to uint8. Grayscale images (3 equal channels) take the same path: Cb = Cr =
   128/255 stay constant, so the output's 3 channels stay equal.
+- `RunnerUpscaler(runner, scale)`: the same with the Y network behind a `fgdsr.upscale.TileRunner` (numpy
+  float32 `(N, 1, h, w)` in and out): an ONNX Runtime session or a TensorRT engine (`trt/tile_runner.py`), so
+  `fgdsr evaluate --onnx/--engine` differs from `--checkpoint` only by what the runtime computes.
+- `RgbRunnerUpscaler(runner, scale)`: a whole-image RGB graph (`fgdsr export --rgb`): LR RGB float32
+  `(N, 3, h, w)` in [0, 1] -> SR RGB `(N, 3, H, W)` in [0, 1], rounded (half up) to uint8.
 """
 
 from __future__ import annotations
@@ -75,15 +80,43 @@ class ModelUpscaler:
 
     @torch.inference_mode()
     def __call__(self, lr: np.ndarray) -> np.ndarray:
-        h, w = np.asarray(lr).shape[:2]
-        ycc = rgb2ycbcr(lr_to_tensor(lr, dtype=torch.float64))  # colour maths in float64 on the CPU
-        y = ycc[:, :1].to(self.device, self.dtype)
-        y_sr = self.model(y)
-        if tuple(y_sr.shape) != (1, 1, h * self.scale, w * self.scale):
-            raise ValueError(
-                f"model output {tuple(y_sr.shape)} is not (1, 1, {h * self.scale}, {w * self.scale}) for a "
-                f"{h}x{w} input at scale {self.scale}"
-            )
-        cbcr = imresize(ycc[:, 1:], scale=self.scale)
-        sr = ycbcr2rgb(torch.cat([y_sr.to("cpu", torch.float64), cbcr], dim=1))
-        return tensor_to_uint8(sr)
+        return upscale_y(lambda y: self.model(y.to(self.device, self.dtype)), lr, self.scale)
+
+
+def upscale_y(y_fn, lr: np.ndarray, scale: int) -> np.ndarray:
+    """LR RGB -> SR RGB uint8 with `y_fn` ((1, 1, h, w) float64 CPU tensor -> (1, 1, h*s, w*s) tensor) on Y."""
+    h, w = np.asarray(lr).shape[:2]
+    ycc = rgb2ycbcr(lr_to_tensor(lr, dtype=torch.float64))  # colour maths in float64 on the CPU
+    y_sr = y_fn(ycc[:, :1])
+    if tuple(y_sr.shape) != (1, 1, h * scale, w * scale):
+        raise ValueError(
+            f"model output {tuple(y_sr.shape)} is not (1, 1, {h * scale}, {w * scale}) for a "
+            f"{h}x{w} input at scale {scale}"
+        )
+    cbcr = imresize(ycc[:, 1:], scale=scale)
+    sr = ycbcr2rgb(torch.cat([y_sr.to("cpu", torch.float64), cbcr], dim=1))
+    return tensor_to_uint8(sr)
+
+
+class RunnerUpscaler:
+    """A Y network behind a TileRunner (numpy float32 (N, 1, h, w) -> (N, 1, h*s, w*s)) as an upscaler."""
+
+    def __init__(self, runner, scale: int) -> None:
+        self.runner, self.scale = runner, int(scale)
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        def y_fn(y: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(self.runner(y.float().numpy()))  # float32 in, as a torch model sees it
+
+        return upscale_y(y_fn, lr, self.scale)
+
+
+class RgbRunnerUpscaler:
+    """An RGB graph (N, 3, h, w) float32 [0, 1] -> (N, 3, h*s, w*s) [0, 1] as an upscaler (round half up)."""
+
+    def __init__(self, runner, scale: int) -> None:
+        self.runner, self.scale = runner, int(scale)
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        x = lr_to_tensor(lr, dtype=torch.float32).numpy()
+        return tensor_to_uint8(torch.from_numpy(self.runner(x)))

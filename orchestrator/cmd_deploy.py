@@ -15,23 +15,30 @@ def export(
     model: Annotated[str, typer.Argument(help="a checkpoint directory or an MLflow run id")],
     out: Annotated[str, typer.Option("--out", help="the .onnx file to write (+ .onnx.json sidecar)")],
     precision: Annotated[str, typer.Option(help="fp32 | fp16 (FP16 weights/compute, FP32 I/O)")] = "fp32",
-    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's)")] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset, 18 or more (default 20)")] = None,
+    rgb: Annotated[
+        bool,
+        typer.Option("--rgb", help="image in, image out: RGB (N,3,h,w) [0,1] -> RGB, colour in the graph"),
+    ] = False,
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="MLflow URI for a run id")
     ] = None,
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch/height/width), check ORT parity, write a sidecar JSON."""
     from orchestrator.bench_tracking import resolve_model
-    from trt.export import export_source
+    from trt.export import ExportOptions, check_opset, export_source
     from trt.sources import resolve_source
 
+    check_opset(opset)  # a bad opset is refused before anything is loaded or written
+    options = ExportOptions(precision=precision, opset=opset, rgb=rgb)
     src = resolve_source(resolve_model(model, tracking_uri, "MODEL"), "MODEL", label=model)
-    meta = export_source(src, out, precision=precision, opset=opset)
+    meta = export_source(src, out, options)
     checks = ", ".join(
         f"LR {c['lr_hw'][0]}x{c['lr_hw'][1]}: max err {c['max_abs_err']:.1e}, bins {c['bin_agreement']:.4f}"
         for c in meta["parity"]["checks"]
     )
-    typer.echo(f"wrote {out} ({meta['variant']} x{meta['scale']}, {precision}, opset {meta['opset']}, "
+    kind = "RGB in/out" if rgb else "Y in/out"
+    typer.echo(f"wrote {out} ({meta['variant']} x{meta['scale']}, {kind}, {precision}, opset {meta['opset']}, "
                f"input {meta['input_dims']}); ORT parity: {checks}")  # fmt: skip
 
 

@@ -55,6 +55,30 @@ def _checkpoint_method(path: str, device: str, scales: list[int] | None):
     return name, factory, model_scale
 
 
+def _deployed_method(path: str, option: str, scales: list[int] | None):
+    """(name, upscaler, model scale) for an exported .onnx or a TensorRT engine; name = the file's name."""
+    from fgdsr.inference import RgbRunnerUpscaler, RunnerUpscaler
+    from trt.sources import ENGINE_SUFFIXES
+    from trt.tile_runner import open_file_runner
+
+    p = Path(path)
+    want = ENGINE_SUFFIXES if option == "--engine" else (".onnx",)
+    if p.suffix.lower() not in want:
+        raise UserError(f"{option} {path}: expected a file ending in {' or '.join(want)}")
+    runner, meta = open_file_runner(p)
+    model_scale = int(meta["scale"])
+    if scales is not None and any(s != model_scale for s in scales):
+        raise UserError(f"{option} {path}: a x{model_scale} model; evaluate it with --scale {model_scale}")
+    cls = RgbRunnerUpscaler if meta.get("io") == "rgb" else RunnerUpscaler
+    return p.name, cls(runner, model_scale), model_scale
+
+
+def check_out_folder(out: Path | None) -> None:
+    """--out must be a folder or not exist yet: refused before any work, so nothing is half-written."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; give a folder (it is created if missing)")
+
+
 def _print_tables(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -151,6 +175,61 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
     return written
 
 
+def _collect_methods(method, checkpoint, onnx, engine, device: str, scales) -> tuple[dict, list[int]]:
+    """name -> upscaler (or factory) for --method/--checkpoint/--onnx/--engine, and the models' scales."""
+    from fgdsr.inference import BicubicUpscaler
+
+    methods: dict = {}
+    model_scales: list[int] = []
+    for m in method or []:
+        if m.lower() != "bicubic":
+            raise UserError(f"--method '{m}': unknown; use bicubic, or --checkpoint PATH for a trained model")
+        methods["bicubic"] = BicubicUpscaler
+    models = [("--checkpoint", p) for p in checkpoint or []]
+    models += [("--onnx", p) for p in onnx or []] + [("--engine", p) for p in engine or []]
+    for option, path in models:
+        if option == "--checkpoint":
+            name, upscaler, s = _checkpoint_method(path, device, scales)
+        else:
+            name, upscaler, s = _deployed_method(path, option, scales)
+        if name in methods:
+            raise UserError(f"{option} {path}: two methods named '{name}'; rename one")
+        methods[name] = upscaler
+        model_scales.append(s)
+    if not methods:
+        methods["bicubic"] = BicubicUpscaler
+    return methods, model_scales
+
+
+def _baseline(baseline: str | None, methods: dict, device: str, scales) -> tuple[str | None, dict | None]:
+    """--baseline: (the method name to compare against, added to `methods`) or (None, a saved results report)."""
+    from fgdsr.inference import BicubicUpscaler
+
+    if baseline is None:
+        return None, None
+    bpath = Path(baseline)
+    if baseline.lower() == "bicubic":
+        methods.setdefault("bicubic", BicubicUpscaler)
+        return "bicubic", None
+    if bpath.suffix.lower() == ".json":
+        if not bpath.is_file():
+            raise UserError(
+                f"--baseline {baseline}: file not found; give a results .json from --json or --out"
+            )
+        try:
+            base_report = json.loads(bpath.read_text())
+            if not isinstance(base_report.get("results"), list):
+                raise ValueError("no 'results' list")
+        except (ValueError, AttributeError) as e:
+            raise UserError(f"--baseline {baseline}: not a results file of 'fgdsr evaluate' ({e})") from e
+        return None, base_report
+    base_name, factory, _ = _checkpoint_method(baseline, device, scales)
+    if base_name in methods:
+        base_name = f"{base_name} (baseline)"
+    methods[base_name] = factory
+    return base_name, None
+
+
 def evaluate(
     method: list[str] = typer.Option(None, "--method", "-m", help="bicubic (default unless --checkpoint)."),
     dataset: list[str] = typer.Option(
@@ -168,6 +247,10 @@ def evaluate(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else."),
     out: Path = typer.Option(None, "--out", help="Write CSVs, scatter plots and results.json here."),
     checkpoint: list[str] = typer.Option(None, "--checkpoint", help="Checkpoint folder(s) to evaluate."),
+    onnx: list[str] = typer.Option(
+        None, "--onnx", help="Exported .onnx file(s) (fgdsr export) on ONNX Runtime."
+    ),
+    engine: list[str] = typer.Option(None, "--engine", help="TensorRT engine file(s) (fgdsr build-engine)."),
     baseline: str = typer.Option(
         None,
         "--baseline",
@@ -182,11 +265,11 @@ def evaluate(
         help="LapSRN's own script: Y not rounded, single-channel files through rgb2ycbcr (reproduces its rows).",
     ),
 ) -> None:
-    """Evaluate bicubic or trained checkpoints: PSNR/SSIM on Y (MATLAB protocol) and HR entropy per image."""
+    """Evaluate bicubic, checkpoints or deployed models: PSNR/SSIM on Y (MATLAB protocol), HR entropy per image."""
     from fgdsr.evaluate import attach_baseline, check_scale
     from fgdsr.evaluate import evaluate as run_evaluate
-    from fgdsr.inference import BicubicUpscaler
 
+    check_out_folder(out)
     scales = [check_scale(s) for s in scale] if scale else None
     if max_images is not None and max_images < 1:
         raise UserError(f"--max-images {max_images}: must be at least 1")
@@ -195,51 +278,17 @@ def evaluate(
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
-    methods: dict = {}
-    model_scales: list[int] = []
-    for m in method or []:
-        if m.lower() != "bicubic":
-            raise UserError(f"--method '{m}': unknown; use bicubic, or --checkpoint PATH for a trained model")
-        methods["bicubic"] = BicubicUpscaler
-    for path in checkpoint or []:
-        name, factory, s = _checkpoint_method(path, device, scales)
-        if name in methods:
-            raise UserError(f"--checkpoint {path}: two methods named '{name}'; rename one folder")
-        methods[name] = factory
-        model_scales.append(s)
-    if not methods:
-        methods["bicubic"] = BicubicUpscaler
+    methods, model_scales = _collect_methods(method, checkpoint, onnx, engine, device, scales)
     if scales is None:
         scales = sorted(set(model_scales)) or [4]
         if len(scales) > 1:
             raise UserError(
                 "--checkpoint: the models have different scales; give --scale and one model per scale"
             )
-
-    base_name = None
-    base_report = None
-    if baseline is not None:
-        bpath = Path(baseline)
-        if baseline.lower() == "bicubic":
-            base_name = "bicubic"
-            methods.setdefault("bicubic", BicubicUpscaler)
-        elif bpath.suffix.lower() == ".json":
-            if not bpath.is_file():
-                raise UserError(
-                    f"--baseline {baseline}: file not found; give a results .json from --json or --out"
-                )
-            try:
-                base_report = json.loads(bpath.read_text())
-                if not isinstance(base_report.get("results"), list):
-                    raise ValueError("no 'results' list")
-            except (ValueError, AttributeError) as e:
-                raise UserError(f"--baseline {baseline}: not a results file of 'fgdsr evaluate' ({e})") from e
-        else:
-            base_name, factory, _ = _checkpoint_method(baseline, device, scales)
-            if base_name in methods:
-                base_name = f"{base_name} (baseline)"
-            methods[base_name] = factory
-
+    base_name, base_report = _baseline(baseline, methods, device, scales)
+    if not dataset:  # the default runs on a fresh machine: no data set to download
+        typer.echo("evaluate: no --dataset given; using builtin-eval (5 built-in photos); "
+                   "pass --dataset Set5 (etc.) for the paper's tables", err=True)  # fmt: skip
     datasets = list(dataset) if dataset else ["builtin-eval"]
     report = run_evaluate(
         methods,

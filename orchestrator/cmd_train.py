@@ -76,18 +76,42 @@ def upscale(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder; files are named <stem>_x<scale>.png."),
     scale: int | None = typer.Option(
-        None, "--scale", help="Default: the checkpoint's scale (LapSRN: or a lower level)."
+        None, "--scale", help="Default: the checkpoint's scale (LapSRN on torch: or a lower level)."
+    ),
+    backend: str = typer.Option("torch", "--backend", help="torch | onnxruntime | tensorrt."),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32 | fp16 (fp16: bad tiles redone in fp32)."
     ),
     tile: int = typer.Option(256, "--tile", help="Tile size in LR pixels (bounds memory); 0 = whole image."),
     overlap: int = typer.Option(32, "--overlap", help="LR context pixels around each tile."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (tensorrt: cuda)."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Tile graphs/engines (default: <checkpoint>.deploy beside the checkpoint)."
+    ),
+    fp16_fallback: bool = typer.Option(
+        True, "--fp16-fallback/--no-fp16-fallback", help="Recompute a non-finite/saturated fp16 tile in fp32."
+    ),
 ) -> None:
     """Upscale photos with a trained checkpoint: colour kept (CbCr bicubic), alpha kept, 16-bit kept as TIFF."""
-    from fgdsr.upscale import upscale_file
+    from fgdsr.upscale import TileGuard, TilePlan, UpscaleJob, check_inputs, upscale_images
+    from trt.tile_runner import RunnerSpec, open_runners
 
-    def done(src: Path, dst: Path) -> None:
-        typer.echo(f"{src} -> {dst}")
+    check_inputs(images, TilePlan(tile, overlap))  # a typo fails before any model is loaded
 
-    upscale_file(
-        images, checkpoint, out, scale=scale, tile=tile, overlap=overlap, device=device, on_done=done
+    def say(text: str) -> None:
+        typer.echo(f"upscale: {text}", err=True)
+
+    spec = RunnerSpec(checkpoint, backend, precision, scale, device, cache_dir, on_event=say)
+    runners = open_runners(spec)
+    guard = TileGuard(
+        runners.fallback if fp16_fallback else None,
+        lambda bad: say(f"{bad.where}: {bad.runner} {bad.reason}; recomputed in fp32"),
     )
+    plan = TilePlan(tile, overlap, runners.align)
+    job = UpscaleJob(out, runners.scale, plan, guard, lambda src, dst: typer.echo(f"{src} -> {dst}"))
+    try:
+        upscale_images(images, runners.runner, job)
+    finally:
+        for r in (runners.runner, runners.fallback):
+            if hasattr(r, "close"):
+                r.close()

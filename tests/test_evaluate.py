@@ -212,3 +212,116 @@ def test_cli_checkpoint_end_to_end(small_set, tmp_path):
     assert "delta_psnr" in by_method["tiny-l1"] and "delta_psnr" not in by_method["bicubic"]
     r = _run([*common, "--scale", "4"])
     assert r.exit_code == 2 and "x2 model" in r.stderr
+
+
+# ------------------------------------------------------------------- deployed models: --onnx / --engine
+
+
+def _tiny_checkpoint(folder):
+    from deploy_util import tiny_checkpoint
+
+    return tiny_checkpoint(folder, "fd")
+
+
+@pytest.mark.slow
+def test_evaluate_onnx_equals_checkpoint_per_image(small_set, tmp_path):
+    """A deployed model's accuracy: `--onnx` (ONNX Runtime) gives the `--checkpoint` (torch) PSNR per image
+    within 0.01 dB, in the same table/JSON schema, method = the file's name; the RGB graph too."""
+    ckpt = _tiny_checkpoint(tmp_path / "fd-tiny")
+    for extra, name in (([], "fd.onnx"), (["--rgb"], "fd_rgb.onnx")):
+        r = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(tmp_path / name), *extra])
+        assert r.exit_code == 0, r.output
+    common = [
+        "-d",
+        "Tiny",
+        "-d",
+        "builtin-eval",
+        "--max-images",
+        "2",
+        "--data-root",
+        str(small_set),
+        "--json",
+    ]
+    r = _run(["--checkpoint", str(ckpt), "--onnx", str(tmp_path / "fd.onnx"), "--onnx",
+              str(tmp_path / "fd_rgb.onnx"), *common])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    _check_schema(rep)
+    by = {(x["dataset"], x["method"]): x for x in rep["results"]}
+    assert {m for _, m in by} == {"fd-tiny", "fd.onnx", "fd_rgb.onnx"}
+    for dataset in ("Tiny", "builtin-eval"):
+        ref = by[(dataset, "fd-tiny")]
+        for method in ("fd.onnx", "fd_rgb.onnx"):
+            got = by[(dataset, method)]
+            assert got["scale"] == 4 and [e["name"] for e in got["images"]] == [
+                e["name"] for e in ref["images"]
+            ]
+            for a, b in zip(got["images"], ref["images"], strict=True):
+                assert abs(a["psnr"] - b["psnr"]) <= 0.01, (dataset, method, a["name"], a["psnr"], b["psnr"])
+                assert abs(a["ssim"] - b["ssim"]) <= 1e-4
+    # the table form names the file too
+    r = _run(["--onnx", str(tmp_path / "fd.onnx"), *common[:-1]])
+    assert r.exit_code == 0 and "fd.onnx" in r.stdout
+
+
+def test_evaluate_deployed_bad_input_is_one_line(tmp_path):
+    from trt.sidecar import sha256_path, write_sidecar
+
+    (tmp_path / "m.onnx").write_bytes(b"not onnx")
+    (tmp_path / "m.engine").write_bytes(b"not an engine")
+    write_sidecar(tmp_path / "m.engine", "engine", {
+        "fgdsr_version": "0", "onnx_sha256": "", "engine_sha256": sha256_path(tmp_path / "m.engine"),
+        "tensorrt_version": "10.0", "gpu_name": "x", "compute_capability": "8.6",
+        "profile": {"min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [1, 1, 8, 8]}, "precision": "fp32",
+        "scale": 4, "variant": "l1", "input_names": ["lr"], "output_names": ["sr"]})  # fmt: skip
+    for args, match in (
+        (["--onnx", str(tmp_path / "missing.onnx")], "missing.onnx"),
+        (["--onnx", str(tmp_path / "m.engine")], "ending in .onnx"),
+        (["--onnx", str(tmp_path / "m.onnx")], "sidecar missing"),
+        (["--engine", str(tmp_path / "m.onnx")], "ending in .engine"),
+        # no TensorRT/pycuda here: one line naming the extra (with them: this engine's GPU does not match)
+        (["--engine", str(tmp_path / "m.engine")], "not installed" if _no_trt() else "m.engine"),
+    ):
+        r = _run([*args, "-d", "builtin-eval", "--max-images", "1"])
+        assert r.exit_code == 2, r.output
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and match in err[0], r.stderr
+        assert "Traceback" not in r.output
+
+
+def _no_trt() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is None or importlib.util.find_spec("pycuda") is None
+
+
+@pytest.mark.skipif(_no_trt(), reason="tensorrt and pycuda are not installed (no GPU here)")
+def test_evaluate_engine_equals_checkpoint(small_set, tmp_path):
+    """On a GPU machine with TensorRT: an fp32 engine's PSNR per image within 0.01 dB of the checkpoint's."""
+    ckpt = _tiny_checkpoint(tmp_path / "fd-tiny")
+    onnx_path, engine = tmp_path / "fd.onnx", tmp_path / "fd.engine"
+    assert CliRunner().invoke(app, ["export", str(ckpt), "--out", str(onnx_path)]).exit_code == 0
+    r = CliRunner().invoke(app, ["build-engine", str(onnx_path), "--out", str(engine), "--min", "lr:8x8",
+                                 "--opt", "lr:64x64", "--max", "lr:256x256"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = _run(["--checkpoint", str(ckpt), "--engine", str(engine), "-d", "Tiny", "--data-root", str(small_set),
+              "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    ref, got = json.loads(r.stdout)["results"]
+    assert got["method"] == "fd.engine"
+    for a, b in zip(got["images"], ref["images"], strict=True):
+        assert abs(a["psnr"] - b["psnr"]) <= 0.01
+
+
+# --------------------------------------------------------------------- issue 15: --out is an existing file
+
+
+def test_out_is_an_existing_file_one_line_nothing_written(small_set, tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me\n")
+    r = _run(["-d", "Tiny", "-s", "2", "--data-root", str(small_set), "--out", str(target)])
+    assert r.exit_code == 2, r.output
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out") and "results.txt" in err[0], r.stderr
+    assert "Traceback" not in r.output and r.stdout == ""
+    assert target.read_text() == "keep me\n" and sorted(p.name for p in tmp_path.iterdir()) == ["results.txt"]

@@ -185,3 +185,45 @@ def test_export_from_mlflow_run_id(tmp_path, checkpoint, monkeypatch):
     res = runner.invoke(app, ["export", "0" * 32, "--out", str(out)])  # no store named: no default store made
     assert res.exit_code == 2 and "needs --tracking-uri" in res.output and res.output.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# ------------------------------------------------------------------ issue 15: an opset it cannot produce
+
+
+@pytest.mark.parametrize("opset", ["3", "17", "999"])
+def test_cli_export_refuses_an_opset_it_cannot_write(tmp_path, checkpoint, opset):
+    """Below 18 the exporter silently keeps opset 18 (measured), above onnx's newest it cannot write: one line
+    naming the supported range, exit 2, nothing written."""
+    from trt.export import OPSET_MIN, max_opset
+
+    out = tmp_path / "m.onnx"
+    res = CliRunner().invoke(app, ["export", str(checkpoint), "--out", str(out), "--opset", opset])
+    assert res.exit_code == 2, res.output
+    (line,) = res.output.splitlines()
+    assert line.startswith("error: --opset") and f"{OPSET_MIN}..{max_opset()}" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cli_export_writes_the_requested_opset_and_says_so(tmp_path, checkpoint):
+    out = tmp_path / "m18.onnx"
+    res = CliRunner().invoke(app, ["export", str(checkpoint), "--out", str(out), "--opset", "18"])
+    assert res.exit_code == 0, res.output
+    assert "opset 18" in res.output
+    model = onnx.load(str(out))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [18]
+    assert read_sidecar(out, "onnx")["opset"] == 18
+
+
+def test_static_shape_export(tmp_path):
+    """A graph of one input shape (what the tile runners and a min = opt = max engine use): every dim fixed."""
+    from trt.export import ExportOptions
+
+    model, cfg = tiny_model("l1")
+    out = tmp_path / "static.onnx"
+    meta = export_onnx(model, out, cfg, ExportOptions(static_shape=(1, 1, 24, 40)))
+    assert meta["input_dims"] == [1, 1, 24, 40] and meta["static"] is True and meta["io"] == "y"
+    (check,) = meta["parity"]["checks"]
+    assert check["lr_hw"] == [24, 40] and check["max_abs_err"] < FP32_TOL
+    sess = ort_session(out)
+    assert sess.get_outputs()[0].shape == [1, 1, 96, 160]

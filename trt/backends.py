@@ -434,6 +434,9 @@ def _as_onnx(source, precision: str, workdir: Path, role: str) -> tuple[Path, di
         )
     if source.kind == "onnx":
         meta = read_sidecar(source.path, "onnx")
+        if meta.get("io", "y") != "y":  # the benchmark feeds a Y plane (N, 1, h, w); an --rgb graph takes RGB
+            raise UserError(f"--{role}: '{source.label}' is an image-in/image-out (--rgb) export; benchmark the Y "
+                            "graph: fgdsr export without --rgb")  # fmt: skip
         if meta["precision"] != precision:
             raise UserError(f"--precision {precision}: '{source.label}' was exported as {meta['precision']}; "
                             f"pass --precision {meta['precision']} or re-export")  # fmt: skip

@@ -1,9 +1,14 @@
-"""ONNX export of an SRModel (torch.onnx, dynamo): dynamic batch/height/width, one file, ORT parity, sidecar.
+"""ONNX export of an SRModel (torch.onnx, dynamo): dynamic or one static shape, one file, ORT parity, sidecar.
 
 Graph: input `lr` (N, 1, h, w) float32 in [0, 1] (the LR Y channel) -> output `sr` (N, 1, h*s, w*s) float32.
 For FD/CS the Class-Module, the K-bin head, argmax, gather and the bounded offset are inside the graph.
+With `rgb`: input `lr` (N, 3, h, w) RGB in [0, 1] -> `sr` (N, 3, h*s, w*s) RGB, colour in the graph
+(trt/rgb_graph.py; the same I/O names, the sidecar's `io` says "rgb"). With `static_shape`: every input dim fixed (the tile graphs of `fgdsr upscale`).
 FP16 export converts weights and compute to float16 with float32 I/O (casts in the graph): TensorRT 11 networks
 are strongly typed, so the precision has to be in the ONNX graph, not in a builder flag.
+Opsets: the dynamo exporter implements opset 18 and up; a lower request is converted by onnx's version converter,
+which fails for these models and leaves opset 18 in the file without an error, so anything below 18 is refused
+and the written opset is checked against the requested one.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import io
 import logging
 import os
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,8 @@ FP32_TOL = 1e-4  # max abs error on [0, 1] images (issue 5)
 # a wrongly exported op moves far more pixels. So fp32 parity fails only when more than this share of pixels
 # is off by >= FP32_TOL (the count is reported in the sidecar either way).
 FP32_TIE_SHARE = 1e-4
+OPSET_MIN = 18  # the exporter's own op implementations start here (torch.onnx TORCHLIB_OPSET)
+OPSET_DEFAULT = 20  # torch.onnx's default opset
 
 
 def require_onnx() -> None:
@@ -99,31 +107,36 @@ def ort_session(path: str | Path, threads: int | None = None, providers: list[st
 
 
 def bin_agreement(a, b, bins: int) -> float:
-    """Fraction of pixels whose values fall in the same of K equal bins over [0, 1] (the argmax proxy)."""
+    """Fraction of pixels whose values fall in the same of K equal bins over [0, 1] (the argmax proxy);
+    a non-finite value (an fp16 overflow) agrees with nothing."""
     import numpy as np
 
-    ka = np.clip((np.asarray(a, dtype=np.float64) * bins).astype(np.int64), 0, bins - 1)
-    kb = np.clip((np.asarray(b, dtype=np.float64) * bins).astype(np.int64), 0, bins - 1)
-    return float((ka == kb).mean())
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    ka = np.clip((np.where(ok, a, 0.0) * bins).astype(np.int64), 0, bins - 1)
+    kb = np.clip((np.where(ok, b, 0.0) * bins).astype(np.int64), 0, bins - 1)
+    return float(((ka == kb) & ok).mean())
 
 
-def parity(model, onnx_path: str | Path, sizes=PARITY_SIZES, bins: int = 32, seed: int = 0) -> list[dict]:
-    """Compare the FP32 torch model with ONNX Runtime on random LR images of `sizes` ((h, w), batch 2).
+def parity(model, onnx_path: str | Path, shapes, bins: int = 32, seed: int = 0) -> list[dict]:
+    """Compare the FP32 torch `model` with ONNX Runtime on random inputs in [0, 1] of the NCHW `shapes`.
 
-    Returns one dict per size: max_abs_err, mean_abs_err, bin_agreement (share of pixels in the same bin).
-    Random uniform images are the hard case for FD (many near-tied logits); natural images agree better.
+    Returns one dict per shape: lr_hw, max_abs_err, mean_abs_err, pixels_over_tol, pixels, bin_agreement (share
+    of pixels in the same of K bins). Random uniform images are the hard case for FD (many near-tied logits).
     """
     import numpy as np
     import torch
 
     sess = ort_session(onnx_path)
+    inp, outp = sess.get_inputs()[0].name, sess.get_outputs()[0].name
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for h, w in sizes:
-        x = torch.rand(2, 1, h, w, generator=gen)
+    for shape in shapes:
+        x = torch.rand(*shape, generator=gen)
         with torch.no_grad():
             ref = model(x).float().numpy()
-        got = sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+        got = sess.run([outp], {inp: x.numpy()})[0]
+        h, w = shape[2:]
         if got.shape != ref.shape:
             raise UserError(f"{onnx_path}: ONNX output shape {got.shape} != torch {ref.shape} at LR {h}x{w}; "
                             "the export froze a shape; fix the model code")  # fmt: skip
@@ -143,94 +156,176 @@ def _quiet_export(fn):
         return fn()
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export. precision: fp32 | fp16 (FP16 weights/compute, FP32 I/O); opset: None = OPSET_DEFAULT;
+    static_shape: (N, C, h, w) for a graph of that one input shape (tile runners, TensorRT min = opt = max),
+    None for dynamic batch/height/width; rgb: the image-in/image-out graph (trt/rgb_graph.py) instead of Y;
+    check: compare with torch on ONNX Runtime (refused above FP32_TOL at fp32); source/source_sha256: what the
+    model came from, for the sidecar."""
+
+    precision: str = "fp32"
+    opset: int | None = None
+    static_shape: tuple[int, int, int, int] | None = None
+    rgb: bool = False
+    check: bool = True
+    source: str = ""
+    source_sha256: str = ""
+
+
+def check_opset(opset: int | None) -> int:
+    """The opset to export: None -> OPSET_DEFAULT; outside what the exporter can produce -> one-line UserError."""
+    if opset is None:
+        return OPSET_DEFAULT
+    hi = max_opset()
+    if not OPSET_MIN <= int(opset) <= hi:
+        raise UserError(f"--opset {opset}: the exporter (torch.onnx, dynamo) writes opsets {OPSET_MIN}..{hi} "
+                        f"only (a lower request is silently kept at {OPSET_MIN}); pass --opset in that range "
+                        f"or leave it out (default {OPSET_DEFAULT})")  # fmt: skip
+    return int(opset)
+
+
+def max_opset() -> int:
+    """The highest opset the installed onnx package defines (the exporter and checker accept it)."""
+    import onnx
+
+    return int(onnx.defs.onnx_opset_version())
+
+
+def _graph_module(model, cfg, opts: ExportOptions):
+    """(the module to export, its FP32 torch reference for the parity check)."""
+    graph = _fp16_wrapper(_clone(model)) if opts.precision == "fp16" else model
+    if not opts.rgb:
+        return graph, model
+    from trt.rgb_graph import RgbSR
+
+    scale = int(cfg.scale)
+    return RgbSR(graph, scale).eval(), RgbSR(model, scale).eval()
+
+
+def _run_exporter(graph, tmp: Path, opts: ExportOptions, opset: int) -> None:
+    """torch.onnx.export (dynamo) of `graph` to `tmp`: one static shape or dynamic batch/height/width."""
+    import torch
+
+    channels = 3 if opts.rgb else 1
+    if opts.static_shape is not None:
+        example, dynamic = torch.rand(*opts.static_shape), None
+    else:
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        height = torch.export.Dim("height", min=8, max=8192)
+        width = torch.export.Dim("width", min=8, max=8192)
+        example, dynamic = torch.rand(2, channels, *TRACE_SIZE), ({0: batch, 2: height, 3: width},)
+    try:
+        _quiet_export(lambda: torch.onnx.export(
+            graph, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset,
+            dynamic_shapes=dynamic, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME]))  # fmt: skip
+    except Exception as e:
+        first = " ".join(str(e).split())[:240]
+        raise UserError(f"export: torch.onnx failed ({type(e).__name__}: {first}); "
+                        "check the model's forward for data-dependent Python control flow") from None  # fmt: skip
+
+
+def _check_graph(tmp: Path, reference, cfg, opts: ExportOptions, opset: int) -> tuple[list, list]:
+    """Dims, checker, written opset, ORT parity of the exported file; -> (input dims, parity checks)."""
+    import onnx
+
+    if opts.static_shape is not None:
+        dims = symbolic_input_dims(tmp)
+        if dims != list(opts.static_shape):
+            raise UserError(
+                f"export: input dims {dims} are not the requested static shape {list(opts.static_shape)}"
+            )
+    else:
+        dims = check_symbolic(tmp)
+    onnx.checker.check_model(str(tmp))
+    written = next(o.version for o in onnx.load(str(tmp), load_external_data=False).opset_import
+                   if o.domain in ("", "ai.onnx"))  # fmt: skip
+    if written != opset:  # the exporter keeps its own opset when a version conversion fails
+        raise UserError(f"--opset {opset}: the exporter wrote opset {written} instead; pass --opset {written} "
+                        f"(supported {OPSET_MIN}..{max_opset()})")  # fmt: skip
+    if not opts.check:
+        return dims, []
+    channels = 3 if opts.rgb else 1
+    shapes = (
+        [tuple(opts.static_shape)] if opts.static_shape else [(2, channels, h, w) for h, w in PARITY_SIZES]
+    )
+    checks = parity(reference, tmp, shapes, bins=int(getattr(cfg, "bins", 32)))
+    if opts.precision == "fp32":
+        bad = [c for c in checks if c["pixels_over_tol"] > FP32_TIE_SHARE * c["pixels"]]
+        if bad:
+            c = bad[0]
+            raise UserError(f"export: ONNX Runtime differs from torch by up to {c['max_abs_err']:.2e} on "
+                            f"{c['pixels_over_tol']} of {c['pixels']} pixels (>= {FP32_TOL:g}) at LR "
+                            f"{c['lr_hw'][0]}x{c['lr_hw'][1]}, bin agreement {c['bin_agreement']:.4f}; "
+                            "an op is exported wrongly; report it with the model config")  # fmt: skip
+    return dims, checks
+
+
 def export_onnx(
-    model,
-    out: str | Path,
-    cfg: Any,
-    *,
-    precision: str = "fp32",
-    opset: int | None = None,
-    source_sha256: str = "",
-    source: str = "",
-    check: bool = True,
+    model, out: str | Path, cfg: Any, options: ExportOptions | None = None, **fields
 ) -> dict[str, Any]:
     """Export `model` (an SRModel, FP32, any device) to the single file `out`; write `out`.json; return it.
 
     cfg: the TrainConfig the model was built from (scale, loss=variant, bins; stored in the sidecar so the
-    benchmark can count params/Mult-Adds of an .onnx). Raises UserError when dims are static or parity fails.
+    benchmark can count params/Mult-Adds of an .onnx and check its scale). options: an ExportOptions, or its
+    fields as keywords (precision=..., source_sha256=...). Raises UserError on a bad option, dims that are not
+    what was asked, a wrong opset or failed parity; `out` is then untouched.
     """
+    opts = options if options is not None else ExportOptions(**fields)
+    require_onnx()
+    if opts.precision not in PRECISIONS:
+        raise UserError(f"--precision: '{opts.precision}' is not one of {', '.join(PRECISIONS)}")
+    opset = check_opset(opts.opset)
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise UserError(f"--out: '{out}' must end in .onnx")
+    model = model.float().cpu().eval()
+    graph, reference = _graph_module(model, cfg, opts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}.onnx")
+    try:
+        _run_exporter(graph, tmp, opts, opset)
+        dims, checks = _check_graph(tmp, reference, cfg, opts, opset)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    sidecar = _sidecar(out, cfg, opts, {"opset": opset, "input_dims": dims, "checks": checks})
+    write_sidecar(out, "onnx", sidecar)
+    return sidecar
+
+
+def _sidecar(out: Path, cfg, opts: ExportOptions, graph: dict[str, Any]) -> dict[str, Any]:
     import onnx
     import torch
 
     import fgdsr
 
-    require_onnx()
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision: '{precision}' is not one of {', '.join(PRECISIONS)}")
-    out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise UserError(f"--out: '{out}' must end in .onnx")
-    model = model.float().cpu().eval()
-    graph_model = _fp16_wrapper(_clone(model)) if precision == "fp16" else model
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    height = torch.export.Dim("height", min=8, max=8192)
-    width = torch.export.Dim("width", min=8, max=8192)
-    example = torch.rand(2, 1, *TRACE_SIZE)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}.onnx")
-    try:
-        try:
-            _quiet_export(lambda: torch.onnx.export(
-                graph_model, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset,
-                dynamic_shapes=({0: batch, 2: height, 3: width},), input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME]))  # fmt: skip
-        except Exception as e:
-            first = " ".join(str(e).split())[:240]
-            raise UserError(f"export: torch.onnx failed ({type(e).__name__}: {first}); "
-                            "check the model's forward for data-dependent Python control flow") from None  # fmt: skip
-        dims = check_symbolic(tmp)
-        onnx.checker.check_model(str(tmp))
-        opset_used = next(o.version for o in onnx.load(str(tmp), load_external_data=False).opset_import
-                          if o.domain in ("", "ai.onnx"))  # fmt: skip
-        bins = int(getattr(cfg, "bins", 32))
-        checks = parity(model, tmp, bins=bins) if check else []
-        if precision == "fp32":
-            bad = [c for c in checks if c["pixels_over_tol"] > FP32_TIE_SHARE * c["pixels"]]
-            if bad:
-                c = bad[0]
-                raise UserError(f"export: ONNX Runtime differs from torch by up to {c['max_abs_err']:.2e} on "
-                                f"{c['pixels_over_tol']} of {c['pixels']} pixels (>= {FP32_TOL:g}) at LR "
-                                f"{c['lr_hw'][0]}x{c['lr_hw'][1]}, bin agreement {c['bin_agreement']:.4f}; "
-                                "an op is exported wrongly; report it with the model config")  # fmt: skip
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg or {})
-    sidecar = {
+    return {
         "fgdsr_version": fgdsr.__version__,
-        "source": str(source),
-        "source_sha256": source_sha256,
+        "source": str(opts.source),
+        "source_sha256": opts.source_sha256,
         "onnx_sha256": sha256_path(out),
         "scale": int(cfg_dict.get("scale", 4)),
         "variant": str(cfg_dict.get("loss", "l1")),
-        "opset": int(opset_used),
+        "opset": int(graph["opset"]),
+        "io": "rgb" if opts.rgb else "y",
         "input_names": [INPUT_NAME],
         "output_names": [OUTPUT_NAME],
-        "input_dims": dims,
-        "precision": precision,
+        "input_dims": graph["input_dims"],
+        "static": opts.static_shape is not None,
+        "precision": opts.precision,
         "io_dtype": "float32",
         "parity": {
             "reference": "torch fp32",
             "runtime": "onnxruntime CPU",
-            "checks": checks,
-            "tolerance": FP32_TOL if precision == "fp32" else None,
-        },  # fmt: skip
+            "checks": graph["checks"],
+            "tolerance": FP32_TOL if opts.precision == "fp32" else None,
+        },
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         "config": cfg_dict,
     }
-    write_sidecar(out, "onnx", sidecar)
-    return sidecar
 
 
 def _clone(model):
@@ -239,15 +334,17 @@ def _clone(model):
     return copy.deepcopy(model)
 
 
-def export_source(
-    source, out: str | Path, *, precision: str = "fp32", opset: int | None = None
-) -> dict[str, Any]:
-    """Export a resolved `trt.sources.Source` of kind 'checkpoint' (a checkpoint dir or an MLflow run's)."""
+def export_source(source, out: str | Path, options: ExportOptions | None = None, **fields) -> dict[str, Any]:
+    """Export a resolved `trt.sources.Source` of kind 'checkpoint' (a checkpoint dir or an MLflow run's).
+
+    options / fields: as for `export_onnx` (source and source_sha256 are filled in from `source`)."""
     if source.kind != "checkpoint":
         raise UserError(f"export: '{source.label}' is already an {source.kind} file; export takes a checkpoint "
                         "or an MLflow run id")  # fmt: skip
     from fgdsr.checkpoint import load_model
 
+    opts = options if options is not None else ExportOptions(**fields)
+    check_opset(opts.opset)  # before loading the model: a bad opset is refused at once
     model, cfg, _meta = load_model(source.path)
-    return export_onnx(model, out, cfg, precision=precision, opset=opset, source_sha256=sha256_path(source.path),
-                       source=source.label)  # fmt: skip
+    opts = replace(opts, source=source.label, source_sha256=sha256_path(source.path))
+    return export_onnx(model, out, cfg, opts)
