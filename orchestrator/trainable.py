@@ -120,10 +120,9 @@ def trial_main(config: dict[str, Any], sweep: dict[str, Any]) -> None:
         return _trial_with_torch_trainer(config, sweep, trial_id)
 
     import ray
-    from accelerate import Accelerator
 
     from fgdsr.config import apply_overrides, config_from_dict
-    from fgdsr.train import train
+    from fgdsr.train import make_accelerator, train
     from orchestrator.tracking import TrialRun
 
     cfg = apply_overrides(config_from_dict(sweep["base"], "the sweep's base config"), config)
@@ -150,7 +149,7 @@ def trial_main(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     status = "FAILED"
     try:
         # Logical or real GPU ids from Ray -> ask for the GPU; Accelerate falls back to CPU when none is real.
-        accelerator = Accelerator(cpu=not ray.get_gpu_ids(), mixed_precision=cfg.mixed_precision)
+        accelerator = make_accelerator(cfg, cpu=not ray.get_gpu_ids())
         run.client.set_tag(run.run_id, "device", str(accelerator.device))
         meta = {RUN_ID_KEY: run.run_id, "tune_trial_id": trial_id}
         train(
@@ -207,10 +206,9 @@ def _trial_with_torch_trainer(config: dict[str, Any], sweep: dict[str, Any], tri
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: Accelerate on the process group Ray set up; rank 0 logs to MLflow."""
     import ray.train as ray_train
-    from accelerate import Accelerator
 
     from fgdsr.config import apply_overrides, config_from_dict
-    from fgdsr.train import train
+    from fgdsr.train import make_accelerator, train
     from orchestrator.tracking import TrialRun
 
     sweep = loop_config["sweep"]
@@ -247,7 +245,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     status = "FAILED"
     try:
         # use_gpu False -> CPU workers that really synchronise through gloo (Accelerate's MULTI_CPU)
-        accelerator = Accelerator(cpu=not sweep.get("use_gpu"), mixed_precision=cfg.mixed_precision)
+        accelerator = make_accelerator(cfg, cpu=not sweep.get("use_gpu"))
         if run is not None:  # proof that the workers form one process group (MULTI_CPU / MULTI_GPU)
             run.client.set_tag(
                 run.run_id,

@@ -147,7 +147,7 @@ def test_accelerator_passed_in(tmp_path):
 def test_bf16_after_fp32_in_one_process(tmp_path):
     """Mixed precision through Accelerate (bf16 autocast on CPU), after an fp32 run in the same process."""
     res = train(
-        small_cfg(max_steps=1, val_every=1, loss="fd", mixed_precision="bf16"), tmp_path / "b", progress=False
+        small_cfg(max_steps=1, val_every=1, loss="fd", precision="bf16"), tmp_path / "b", progress=False
     )
     assert res.final_step == 1 and math.isfinite(res.best_val_psnr)
     assert load_file(str(res.last_checkpoint / ck.WEIGHTS))["trunk.input_conv.weight"].dtype == torch.float32
