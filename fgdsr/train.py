@@ -58,6 +58,7 @@ class StartInfo:
     device: str
     resumed: bool
     processes: int
+    main: bool  # the main process (rank 0): the one that writes checkpoints
 
 
 @dataclass(frozen=True)
@@ -500,7 +501,7 @@ def _run(cfg, out: Path, callbacks, resume: bool, accelerator, progress: bool, m
             stop |= _call(callbacks, "on_checkpoint", step, best_dir)
         return metrics, stop
 
-    info = StartInfo(step, precision, str(device), resume, accelerator.num_processes)
+    info = StartInfo(step, precision, str(device), resume, accelerator.num_processes, main)
     stop = _call(callbacks, "on_start", info)
     bar = _Progress(cfg.max_steps, step, enabled=progress and main)
     if cfg.init_from and not resume and step == 0:
