@@ -83,7 +83,7 @@ def test_rgb_mode(folder):
 
 
 def test_loader_batches_endless_and_resumable(folder):
-    cfg = _cfg(folder)
+    cfg = _cfg(folder, pyramid_on="loader")
     it = infinite_batches(make_train_loader(cfg, seed=7))
     batches = [next(it) for _ in range(3)]
     lr, targets = batches[0]
@@ -94,13 +94,17 @@ def test_loader_batches_endless_and_resumable(folder):
 
 @pytest.mark.slow
 def test_workers_give_the_same_batches(folder):
-    cfg = _cfg(folder)
-    a = iter(make_train_loader(cfg, seed=2))
-    b = iter(make_train_loader(cfg.replace(workers=2), seed=2))
-    for _ in range(3):
-        x, y = next(a), next(b)
-        torch.testing.assert_close(x[0], y[0], rtol=0, atol=0)
-        torch.testing.assert_close(x[1][-1], y[1][-1], rtol=0, atol=0)
+    for path in ("loader", "device"):
+        cfg = _cfg(folder, pyramid_on=path)
+        a = iter(make_train_loader(cfg, seed=2))
+        b = iter(make_train_loader(cfg.replace(workers=2), seed=2))
+        for _ in range(3):
+            x, y = next(a), next(b)
+            if path == "device":  # HR patches
+                torch.testing.assert_close(x, y, rtol=0, atol=0)
+                continue
+            torch.testing.assert_close(x[0], y[0], rtol=0, atol=0)
+            torch.testing.assert_close(x[1][-1], y[1][-1], rtol=0, atol=0)
 
 
 def test_large_sets_are_read_lazily_with_the_same_samples(folder, monkeypatch):
@@ -152,7 +156,7 @@ def test_device_pyramid_equals_loader_pyramid(folder):
     from fgdsr.data.sampler import make_pyramid
 
     for scale in (2, 4, 8):
-        cfg = _cfg(folder, scale=scale, patch_size=48, random_downscale=True)
+        cfg = _cfg(folder, scale=scale, patch_size=48, random_downscale=True, pyramid_on="loader")
         lr_a, targets_a = next(iter(make_train_loader(cfg, seed=11)))
         hr = next(iter(make_train_loader(cfg.replace(pyramid_on="device"), seed=11)))
         assert hr.shape == (4, 1, 48, 48)

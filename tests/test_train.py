@@ -336,7 +336,7 @@ def test_ema_update_is_the_hand_computed_decay():
 @pytest.mark.parametrize(
     "extra",
     [
-        dict(ema_decay=0.9, ema_start=2),  # the EMA starts before the resume point
+        dict(ema_decay=0.9, ema_start=2, pyramid_on="loader"),  # the EMA starts before the resume point
         dict(ema_decay=0.5, ema_start=5, pyramid_on="device", augment="flip"),  # ... and after it
     ],
     ids=["ema-loader", "ema-device"],
