@@ -304,9 +304,10 @@ def main() -> None:
         print(_header(args, device, "steps"))
         result.update(report_steps(bench_steps(cfgs, device, args.steps), cfgs))
     if args.loader or args.loader_only:
-        cfg = next(iter(cfgs.values())).replace(train_dataset=args.dataset, random_downscale=True)
+        cfg = next(iter(cfgs.values())).replace(train_dataset=args.dataset)
         result["loader"] = ld = bench_loader(cfg, device, args.samples)
-        print(f"data paths alone ({args.dataset}, random downscale on, one process, one thread):")
+        rd = "on" if cfg.random_downscale else "off"
+        print(f"data paths alone ({args.dataset}, random downscale {rd}, one process, one thread):")
         for path in ("loader", "device"):
             r = ld[path]
             print(
