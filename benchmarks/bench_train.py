@@ -16,7 +16,7 @@ fgdsr.train builds it (channels_last, compile of the training forward, autocast 
 (each round runs every variant once) so slow drifts of a shared machine hit all of them alike; the median over
 rounds is reported, and fd/l1 is the ratio of medians (target <= 1.15 on CPU, issue 11).
 
---loader: the two data paths alone, one process on one thread (patches/s per core): `loader` (each sample is
+--loader: the two data paths alone, one process on one thread (patches per CPU-second = per core): `loader` (each sample is
 LR + targets, made by the worker) and `device` (each sample is the HR patch; the batch's LR + targets are made by
 `make_pyramid` on --device, timed separately), and the step rate one core of each can feed (patches/s / batch).
 
@@ -142,7 +142,8 @@ def bench_steps(cfgs: dict[str, TrainConfig], device: torch.device, rounds: int)
 
 
 def bench_loader(cfg: TrainConfig, device: torch.device, samples: int) -> dict:
-    """Both data paths, one process, one thread: seconds per patch, and the device-side pyramid per batch."""
+    """Both data paths, one process, one thread: patches per CPU-second (= per core, whatever else runs on the
+    machine) and per wall-second, and the device-side pyramid per batch."""
     from fgdsr.data.sampler import TrainPatches, make_pyramid, one_thread
 
     out = {}
@@ -150,13 +151,14 @@ def bench_loader(cfg: TrainConfig, device: torch.device, samples: int) -> dict:
         ds = TrainPatches(cfg, 0, hr_only=path == "device")
         for i in range(4):
             ds[i]  # first samples: image cache, bicubic tables
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(samples):
             ds[1000 + i]
-        per_patch = (time.perf_counter() - t0) / samples
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         out[path] = {
-            "patches_per_s_per_core": 1.0 / per_patch,
-            "steps_per_s_per_core": 1.0 / per_patch / cfg.batch_size,
+            "patches_per_s_per_core": samples / cpu,
+            "steps_per_s_per_core": samples / cpu / cfg.batch_size,
+            "patches_per_wall_s": samples / wall,
         }
     hr = torch.stack([ds[i] for i in range(cfg.batch_size)]).to(device)
     make_pyramid(hr, cfg.scale)
@@ -165,11 +167,12 @@ def bench_loader(cfg: TrainConfig, device: torch.device, samples: int) -> dict:
         one_thread() if device.type == "cpu" else contextlib.nullcontext()
     ):  # one core, as the loader's numbers
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(reps):
             make_pyramid(hr, cfg.scale)
         _sync(device)
     out["device_pyramid_ms_per_batch"] = (time.perf_counter() - t0) / reps * 1e3
+    out["device_pyramid_cpu_ms_per_batch"] = (time.process_time() - c0) / reps * 1e3
     return out
 
 
@@ -311,11 +314,13 @@ def main() -> None:
         for path in ("loader", "device"):
             r = ld[path]
             print(
-                f"  {path}: {r['patches_per_s_per_core']:.0f} patches/s per core -> feeds "
-                f"{r['steps_per_s_per_core']:.2f} steps/s per core at batch {cfg.batch_size}"
+                f"  {path}: {r['patches_per_s_per_core']:.0f} patches per CPU-second (per core) -> feeds "
+                f"{r['steps_per_s_per_core']:.2f} steps/s per core at batch {cfg.batch_size} "
+                f"({r['patches_per_wall_s']:.0f} patches per wall-second)"
             )
         print(
-            f"  device path's make_pyramid on {device}: {ld['device_pyramid_ms_per_batch']:.2f} ms per batch"
+            f"  device path's make_pyramid on {device}: {ld['device_pyramid_ms_per_batch']:.2f} ms per batch "
+            f"({ld['device_pyramid_cpu_ms_per_batch']:.2f} ms of CPU time)"
         )
     result["load_after"] = _load()
     result["wall_s"] = time.perf_counter() - t_all
