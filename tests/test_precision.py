@@ -59,3 +59,15 @@ def test_impossible_values_are_one_line(requested, caps, words):
 
 def test_accelerate_names_map_back():
     assert [from_accelerate(x) for x in ("no", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+
+
+def test_cli_impossible_precision_is_one_line(tmp_path):
+    """On this CPU machine: fp16 (Accelerate would silently run fp32) is refused in one line, exit 2."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--set", "precision=fp16", "--out", str(tmp_path / "r"), "-q"])
+    lines = [ln for ln in r.output.splitlines() if ln.strip() and not ln.startswith("train:")]
+    assert r.exit_code == 2 and len(lines) == 1 and "fp16 needs a GPU" in lines[0], r.output
+    assert not (tmp_path / "r").exists()
