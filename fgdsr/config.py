@@ -78,17 +78,14 @@ class TrainConfig:
     # auto: bf16 on Ampere+ GPUs, fp16 + gradient scaler on Volta/Turing, fp32 on CPU | fp32 | bf16 | fp16.
     # Replaces `mixed_precision: no|bf16|fp16` (old config.json files are mapped: LEGACY_FIELDS).
     precision: str = "auto"
-    ema_decay: float = (
-        0.0  # EMA of the weights, 0 = off (0.999: BasicSR); validation/checkpoints/export use it
-    )
+    # EMA of the weights, 0 = off (BasicSR: 0.999); validation, best/last and so export use the EMA copy
+    ema_decay: float = 0.0
     ema_start: int = 0  # the EMA starts after this many steps (until then it equals the weights)
-    compile: bool = (
-        False  # torch.compile the model's training forward (and, through AOTAutograd, its backward)
-    )
+    compile: bool = False  # torch.compile of the model's training forward (its backward through AOTAutograd)
     channels_last: bool = False  # NHWC memory format for the model and the batches
     # Where the LR input and the per-level targets are made from the HR patch (MATLAB bicubic): device (batched,
-    # on the training device: the loader workers only crop, flip and rotate; on CPU the same bits as loader,
-    # measured, and 1.7x the patches/s per core) | loader (per sample, in the DataLoader workers)
+    # on the training device; the workers only crop, resize by the random downscale, flip, rotate; on CPU the
+    # same bits as loader and 1.1-1.9x the patches per core, docs/BENCHMARKS.md) | loader (per sample, in workers)
     pyramid_on: str = "device"
     augment: str = "dihedral"  # dihedral (h/v flips + rot90: all 8) | flip (h/v flips only, the FGD paper)
 

@@ -8,7 +8,8 @@ So batches are identical with 0 or N DataLoader workers, and a resumed run conti
 Two data paths (`cfg.pyramid_on`), the same numbers up to float rounding (tests/test_sampler.py):
 - loader: each sample is `(lr, targets)`, made per sample in the DataLoader (steps 1-4 below);
 - device: each sample is the HR patch only (steps 1-3); `make_pyramid` makes the LR input and the targets
-  for the whole batch on the training device (fgdsr/train.py), so CPU workers only crop, flip and rotate.
+  for the whole batch on the training device (fgdsr/train.py), so the CPU workers only crop, apply the random
+  downscale, flip and rotate. On CPU both paths give the same bits (measured; the test allows float rounding).
 
 Per sample:
 1. pick an image; draw s ~ U(0.5, 1.0) (random_downscale; else 1) and raise it to p / min(H, W) for
