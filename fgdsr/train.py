@@ -320,6 +320,28 @@ def make_ema(model: nn.Module, cfg: TrainConfig, device: torch.device):
     return ema.requires_grad_(False)
 
 
+@contextlib.contextmanager
+def _compile_errors(enabled: bool):
+    """With `compile`, a torch.compile failure (raised by the first forward or backward) as one line.
+
+    Seen here: torch 2.13's inductor fails on the FD model's backward on a CPU with two threads (a vectorised
+    atomic-add store, InductorError); one thread and the l1 model compile.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        yield
+    except Exception as e:
+        if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(
+            f"config field 'compile': torch.compile failed for this model on this device ({type(e).__name__}: "
+            f"{first}); train with compile: false"
+        ) from e
+
+
 def _check_resume_config(saved: TrainConfig, cfg: TrainConfig, path: Path) -> None:
     a, b = saved.to_dict(), cfg.to_dict()
     diff = [k for k in a if k not in RESUMABLE_CHANGES and a[k] != b.get(k)]
@@ -523,7 +545,10 @@ def _run(cfg, out: Path, callbacks, resume: bool, accelerator, progress: bool, m
             if cfg.channels_last:
                 lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
             sync = micro == cfg.grad_accum - 1
-            with accelerator.no_sync(wrapper) if not sync else contextlib.nullcontext():
+            with (
+                accelerator.no_sync(wrapper) if not sync else contextlib.nullcontext(),
+                _compile_errors(cfg.compile),
+            ):
                 with accelerator.autocast():
                     output = forward(lr_batch, targets)
                     total, terms = loss_fn(output, targets, step)

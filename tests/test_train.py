@@ -390,13 +390,29 @@ def test_channels_last_trains_and_saves_plain_tensors(tmp_path):
 
 @pytest.mark.slow
 def test_compile_matches_eager(tmp_path):
-    """compile=true (torch.compile of the training forward) follows the eager trajectory closely."""
-    cfg = small_cfg(max_steps=2, val_every=2, loss="fd")
+    """compile=true (torch.compile of the training forward, and its backward) follows the eager trajectory."""
+    cfg = small_cfg(max_steps=2, val_every=2)
     eager = train(cfg, tmp_path / "eager", progress=False)
     comp = train(cfg.replace(compile=True), tmp_path / "compiled", progress=False)
     a, b = _weights(eager.last_checkpoint), _weights(comp.last_checkpoint)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert abs(eager.best_val_psnr - comp.best_val_psnr) < 0.01
+
+
+def test_compile_failure_is_one_line():
+    """torch.compile errors (here a real InductorError instance) become a UserError naming the field and the fix."""
+    from torch._inductor.exc import InductorError
+
+    from fgdsr.train import _compile_errors
+
+    with pytest.raises(UserError) as e, _compile_errors(True):
+        raise InductorError(AssertionError("codegen"), None)
+    msg = str(e.value)
+    assert "'compile'" in msg and "compile: false" in msg and "InductorError" in msg and "\n" not in msg
+    with pytest.raises(ValueError), _compile_errors(True):  # other errors pass through
+        raise ValueError("not a compile error")
+    with pytest.raises(ValueError), _compile_errors(False):
+        raise ValueError("off")
 
 
 # ------------------------------------------------------------------------------------------- preemption
