@@ -7,7 +7,9 @@ Layout of a checkpoint directory:
     meta.json            step, metrics, fgdsr version, created (UTC ISO), provenance, any extra keys the caller
                          passes (the orchestrator stores its MLflow run id here)
     training_state.pt    only in training checkpoints: optimizer state, RNG states (python/numpy/torch), step,
-                         data-loader position, best PSNR; read back with torch.load(weights_only=True)
+                         data-loader position, best PSNR; with EMA on, the raw training weights
+                         (`train_weights`: model.safetensors then holds the EMA weights, what evaluation and
+                         export read); read back with torch.load(weights_only=True)
 
 A directory is written as `<dir>.tmp-<pid>` and then renamed into place, so a reader never sees half a
 checkpoint. Nothing here unpickles a user file: weights are safetensors, metadata is JSON, and the training
@@ -158,10 +160,13 @@ def save_training_checkpoint(
     optimizer: torch.optim.Optimizer,
     loader_state: dict[str, Any],
     extra_state: dict[str, Any] | None = None,
+    train_model: nn.Module | None = None,
 ) -> Path:
     """A model checkpoint plus training_state.pt (optimizer, RNG states, data-loader position, extras).
 
     The lr schedule is a pure function of the step (fgdsr.train.lr_at), so `meta["step"]` is its whole state.
+    train_model: the weights being optimised when `model` is another copy of them (the EMA model); stored as
+    `train_weights` in the training state.
     """
     state = {
         "step": int(meta.get("step", 0)),
@@ -170,6 +175,8 @@ def save_training_checkpoint(
         "loader": dict(loader_state),
         "extra": dict(extra_state or {}),
     }
+    if train_model is not None:
+        state["train_weights"] = _state_dict_for_save(train_model)
     return save_model_checkpoint(path, model, cfg, meta, training_state=state)
 
 

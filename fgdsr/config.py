@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fgdsr.errors import UserError
+from fgdsr.precision import LEGACY_MIXED_PRECISION, PRECISIONS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -83,12 +85,25 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_steps: int = 1000
     grad_accum: int = 1
-    mixed_precision: str = "no"  # no | bf16 | fp16 (Accelerate)
     seed: int = 0
     val_every: int = 100
     val_max_images: int | None = None  # cap validation images (speed); None = all
     log_every: int = 10
     init_from: str | None = None  # checkpoint directory to start from (weights only)
+    # ==== training block (fgdsr/train.py, fgdsr/data/sampler.py, fgdsr/precision.py) =========================
+    # auto: bf16 on Ampere+ GPUs, fp16 + gradient scaler on Volta/Turing, fp32 on CPU | fp32 | bf16 | fp16.
+    # Replaces `mixed_precision: no|bf16|fp16` (old config.json files are mapped: LEGACY_FIELDS).
+    precision: str = "auto"
+    # EMA of the weights, 0 = off (BasicSR: 0.999); validation, best/last and so export use the EMA copy
+    ema_decay: float = 0.0
+    ema_start: int = 0  # the EMA starts after this many steps (until then it equals the weights)
+    compile: bool = False  # torch.compile of the model's training forward (its backward through AOTAutograd)
+    channels_last: bool = False  # NHWC memory format for the model and the batches
+    # Where the LR input and the per-level targets are made from the HR patch (MATLAB bicubic): device (batched,
+    # on the training device; the workers only crop, resize by the random downscale, flip, rotate; on CPU the
+    # same bits as loader and 1.1-1.9x the patches per core, docs/BENCHMARKS.md) | loader (per sample, in workers)
+    pyramid_on: str = "device"
+    augment: str = "dihedral"  # dihedral (h/v flips + rot90: all 8) | flip (h/v flips only, the FGD paper)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -157,6 +172,10 @@ def apply_overrides(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
     """A copy of `cfg` with `changes` applied; unknown names are a one-line error naming the field."""
     out = dataclasses.replace(cfg)
     for key, raw in changes.items():
+        if key in LEGACY_FIELDS:
+            new, values = LEGACY_FIELDS[key]
+            mapping = ", ".join(f"{a} -> {b}" for a, b in values.items())
+            raise UserError(f"config field '{key}' is now '{new}' ({mapping}; or auto)")
         if key not in _FIELDS:
             raise UserError(f"unknown config field '{key}' (known: {', '.join(_FIELDS)})")
         setattr(out, key, _coerce(key, raw))
@@ -171,9 +190,24 @@ def config_from_dict(data: dict[str, Any], source: str) -> TrainConfig:
     (a file or record written by another fgdsr version is refused, never silently reinterpreted).
     """
     try:
-        return apply_overrides(TrainConfig(), data)
+        return apply_overrides(TrainConfig(), upgrade_legacy(data))
     except UserError as e:
         raise UserError(f"{source}: {e}; was it written by another fgdsr version?") from e
+
+
+def upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Stored values with renamed fields (LEGACY_FIELDS) mapped to today's names; other keys unchanged."""
+    out = dict(data)
+    for old, (new, values) in LEGACY_FIELDS.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new in out:
+            raise UserError(f"both '{old}' and its new name '{new}' are set; keep only '{new}'")
+        if value not in values:
+            raise UserError(f"config field '{old}': unknown '{value}' ({', '.join(values)})")
+        out[new] = values[value]
+    return out
 
 
 def parse_set_args(items: list[str] | None) -> dict[str, str]:
@@ -215,8 +249,106 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return apply_overrides(cfg, overrides or {})
 
 
+# ------------------------------------------------------------------------------------------- allowed values
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval of allowed numbers: lo / hi (None: unbounded), open or closed at each end; NaN is refused."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        if x != x or x in (math.inf, -math.inf):  # NaN / inf are never a valid setting
+            return False
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        return not (self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi))
+
+    def __str__(self) -> str:
+        lo, hi = _num(self.lo), _num(self.hi)
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {lo}"
+        if self.lo is None:
+            return f"{'<' if self.hi_open else '<='} {hi}"
+        return f"{'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+AT_LEAST_0, AT_LEAST_1, POSITIVE = Range(0), Range(1), Range(0, lo_open=True)
+
+# Field -> allowed range, for every int / float field (tests/test_config.py checks that none is missing).
+# Extend it with each new numeric field; `validate` checks it before the name / cross-field checks.
+RANGES: dict[str, Range] = {
+    # model
+    "scale": Range(2, 8),  # and one of 2, 3, 4, 8 (validate)
+    "depth": AT_LEAST_1,
+    "channels": AT_LEAST_1,
+    # loss
+    "bins": Range(2),
+    "static_area": AT_LEAST_1,  # and odd (validate)
+    "head_kernel": Range(1, 3),  # and 1 or 3 (validate)
+    "alpha": AT_LEAST_0,
+    "alpha_warmup_steps": AT_LEAST_0,
+    "beta": AT_LEAST_0,
+    "gamma": AT_LEAST_0,
+    "class_patch": AT_LEAST_1,  # and the LR training patch a whole number of tiles for fd (check_whole_class_tiles)
+    "class_eps": POSITIVE,  # the Class-Module's Adam eps (default 1e-16: its gradients are ~1e-9)
+    "class_lr_scale": POSITIVE,
+    "charbonnier_eps": AT_LEAST_0,
+    # data
+    "patch_size": AT_LEAST_1,  # and a multiple of scale (validate), not above the largest image (sampler)
+    "batch_size": AT_LEAST_1,
+    "workers": AT_LEAST_0,
+    # optimisation
+    "lr": POSITIVE,
+    "lr_step": AT_LEAST_1,
+    "lr_gamma": Range(0, 1, lo_open=True),
+    "weight_decay": AT_LEAST_0,
+    "max_steps": AT_LEAST_1,
+    "grad_accum": AT_LEAST_1,
+    "seed": Range(0, 2**32 - 1),  # numpy's legacy seeding (accelerate.set_seed) takes 32-bit seeds
+    "val_every": AT_LEAST_1,
+    "val_max_images": AT_LEAST_1,
+    "log_every": AT_LEAST_1,
+    # training block
+    "ema_decay": Range(0, 1, hi_open=True),  # 0 = off
+    "ema_start": AT_LEAST_0,
+}
+
+# Fields of the training block that take one of a few names (the older fields are checked in `validate`).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "precision": PRECISIONS,
+    "pyramid_on": ("loader", "device"),
+    "augment": ("dihedral", "flip"),
+}
+
+# Renamed fields: old name -> (new name, old value -> new value). Stored configs (config.json of older
+# checkpoints, sidecars, Tune trials) are upgraded by `config_from_dict`; YAML and --set get a one-line hint.
+LEGACY_FIELDS: dict[str, tuple[str, dict[str, str]]] = {
+    "mixed_precision": ("precision", LEGACY_MIXED_PRECISION),  # no -> fp32, bf16, fp16
+}
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Every numeric field against RANGES (None passes for optional fields); one line naming field and range."""
+    for name, allowed in RANGES.items():
+        value = getattr(cfg, name)
+        if value is not None and value not in allowed:
+            raise UserError(f"config field '{name}': {value!r} is out of range (allowed: {allowed})")
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Cross-field checks with one-line messages."""
+    """Range checks (RANGES), then name and cross-field checks, with one-line messages."""
+    check_ranges(cfg)
     if cfg.model not in ("lapsrn", "srcnn", "vdsr"):
         raise UserError(f"config field 'model': unknown '{cfg.model}' (lapsrn, srcnn, vdsr)")
     if cfg.layout not in ("official", "port"):
@@ -238,11 +370,9 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"config field 'anchor_source': unknown '{cfg.anchor_source}' (pred, gt)")
     if cfg.lr_schedule not in ("step", "cosine"):
         raise UserError(f"config field 'lr_schedule': unknown '{cfg.lr_schedule}' (step, cosine)")
-    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
-        raise UserError(f"config field 'mixed_precision': unknown '{cfg.mixed_precision}' (no, bf16, fp16)")
-    for name in ("patch_size", "batch_size", "max_steps", "grad_accum", "val_every", "log_every", "channels"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"config field '{name}' must be at least 1")
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise UserError(f"config field '{name}': unknown '{getattr(cfg, name)}' ({', '.join(allowed)})")
     if cfg.patch_size % cfg.scale:
         raise UserError(f"config field 'patch_size': {cfg.patch_size} is not a multiple of scale {cfg.scale}")
 
@@ -262,10 +392,6 @@ def _check_fgd(cfg: TrainConfig) -> None:
     if cfg.bin_labels != "onehot" and cfg.fgd_head in ("window", "literal"):
         raise UserError(
             f"config field 'bin_labels': {cfg.bin_labels} needs fgd_head prior or input ({cfg.fgd_head} is onehot only)"
-        )
-    if cfg.class_eps <= 0 or cfg.class_lr_scale <= 0:
-        raise UserError(
-            "config fields 'class_eps', 'class_lr_scale' must be > 0 (Adam eps 1e-16, lr scale 1)"
         )
 
 

@@ -5,6 +5,7 @@ Nothing heavy is imported at module level (torch, accelerate come in when the co
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -32,8 +33,20 @@ def train(
         None, "--init-from", help="Start from the weights of this checkpoint (same as --set init_from=PATH)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="Track the run in MLflow (sqlite:////abs/mlflow.db, http://HOST:PORT): params, losses, "
+        "validation, crop grids. Default: not tracked.",
+    ),
+    experiment: str | None = typer.Option(
+        None, "--experiment", help="MLflow experiment (default fgdsr-train); implies tracking."
+    ),
 ) -> None:
-    """Train one config (LapSRN + l1/cs/fd/aux) with Accelerate; writes OUT/best and OUT/last."""
+    """Train one config (LapSRN + l1/cs/fd/aux) with Accelerate; writes OUT/best and OUT/last.
+
+    SIGTERM or Ctrl-C writes a training checkpoint at the next step and exits with code 75; --resume continues.
+    """
     from fgdsr.config import load_config, parse_set_args
 
     overrides = parse_set_args(set_)
@@ -53,11 +66,39 @@ def train(
             f"--out {out}: already holds a run (last/); add --resume to continue it or choose another --out"
         )
 
+    from fgdsr.preemption import PREEMPTED_EXIT_CODE
     from fgdsr.train import train as run_train
 
+    tracker = None
+    # under `accelerate launch` every process runs this command: only rank 0 tracks
+    if (tracking_uri is not None or experiment is not None) and os.environ.get("RANK", "0") == "0":
+        from orchestrator.train_tracking import DEFAULT_EXPERIMENT, TrainTracker
+
+        tracker = TrainTracker.start(tracking_uri, experiment or DEFAULT_EXPERIMENT, cfg, out, resume)
     name = config.name if config else "tiny.yaml (built-in)"
     typer.echo(f"train: {name}, loss={cfg.loss}, x{cfg.scale}, {cfg.max_steps} steps -> {out}")
-    result = run_train(cfg, out, resume=resume, progress=not quiet)
+    callbacks = [_SayPrecision()] + ([tracker] if tracker else [])
+    status = "FAILED"
+    try:
+        result = run_train(
+            cfg,
+            out,
+            callbacks=callbacks,
+            resume=resume,
+            progress=not quiet,
+            meta=tracker.meta if tracker else None,
+            handle_signals=True,
+        )
+        status = "KILLED" if result.preempted else "FINISHED"
+    finally:
+        if tracker is not None:
+            tracker.end(status)
+    if result.preempted:
+        typer.echo(
+            f"stopped by {result.preempted} at step {result.final_step}: training checkpoint {result.last_checkpoint}; "
+            f"continue with --resume --out {out} (exit {PREEMPTED_EXIT_CODE})"
+        )
+        raise typer.Exit(PREEMPTED_EXIT_CODE)
     best = (
         f"{result.best_val_psnr:.2f} dB at step {result.best_step}"
         if result.best_val_psnr is not None
@@ -67,6 +108,14 @@ def train(
         f"done: step {result.final_step}, best val PSNR ({cfg.val_dataset}) {best}, "
         f"{result.wall_time_s:.1f} s; best: {result.best_checkpoint}, last: {result.last_checkpoint}"
     )
+
+
+class _SayPrecision:
+    """A training callback: one line naming the precision the run uses and why (fgdsr/precision.py)."""
+
+    def on_start(self, info) -> None:
+        if info.main:
+            typer.echo(f"precision: {info.precision.name} ({info.precision.reason}), device {info.device}")
 
 
 def upscale(

@@ -142,8 +142,8 @@ def trial_main(config: dict[str, Any], ctx: TrialContext) -> None:
         return _trial_with_torch_trainer(config, ctx, trial_id)
 
     import ray
-    from accelerate import Accelerator
 
+    from fgdsr.train import make_accelerator
     from orchestrator import tracking
     from orchestrator.credentials import load_in_worker
 
@@ -161,7 +161,7 @@ def trial_main(config: dict[str, Any], ctx: TrialContext) -> None:
     status = "FAILED"
     try:
         # Logical or real GPU ids from Ray -> ask for the GPU; Accelerate falls back to CPU when none is real.
-        accelerator = Accelerator(cpu=not ray.get_gpu_ids(), mixed_precision=cfg.mixed_precision)
+        accelerator = make_accelerator(cfg, cpu=not ray.get_gpu_ids())
         tracking.log_batch(run.client, run.run_id, tags={"device": accelerator.device})
         _train(cfg, work, TuneReporter(run, report), resume, accelerator, run.run_id, trial_id)
         status = "FINISHED"
@@ -210,8 +210,8 @@ def _trial_with_torch_trainer(config: dict[str, Any], ctx: TrialContext, trial_i
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: Accelerate on the process group Ray set up; rank 0 logs to MLflow."""
     import ray.train as ray_train
-    from accelerate import Accelerator
 
+    from fgdsr.train import make_accelerator
     from orchestrator import tracking
     from orchestrator.credentials import load_in_worker
 
@@ -238,7 +238,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     status = "FAILED"
     try:
         # use_gpu False -> CPU workers that really synchronise through gloo (Accelerate's MULTI_CPU)
-        accelerator = Accelerator(cpu=not ctx.resources.use_gpu, mixed_precision=cfg.mixed_precision)
+        accelerator = make_accelerator(cfg, cpu=not ctx.resources.use_gpu)
         if run is not None:  # proof that the workers form one process group (MULTI_CPU / MULTI_GPU)
             kind = getattr(accelerator.distributed_type, "value", accelerator.distributed_type)
             tracking.log_batch(

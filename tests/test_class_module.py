@@ -37,7 +37,7 @@ def test_classsr_init_body_scaled_fc_default():
 
 def _one_step_speed(class_eps: float) -> dict[str, float]:
     """mean |dw| / lr after one Adam step on a real tiny-config batch, per watched weight."""
-    from fgdsr.data.sampler import make_train_loader
+    from fgdsr.data.sampler import make_pyramid, make_train_loader
 
     torch.manual_seed(0)
     cfg = load_config(None, {"loss": "fd", "class_eps": class_eps})
@@ -46,7 +46,7 @@ def _one_step_speed(class_eps: float) -> dict[str, float]:
     watch = {"trunk": model.trunk.levels[-1].convs[0].weight, "body": model.class_module.body[4].weight,
              "fc": model.class_module.fc.weight}  # fmt: skip
     before = {k: p.detach().clone() for k, p in watch.items()}
-    lr, targets = next(iter(make_train_loader(cfg)))
+    lr, targets = make_pyramid(next(iter(make_train_loader(cfg))), cfg.scale)
     total, _ = loss_fn(model.forward_train(lr, targets), targets, 0)
     total.backward()
     opt.step()

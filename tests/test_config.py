@@ -47,3 +47,103 @@ def test_set_syntax_and_bad_yaml(tmp_path):
         load_config(bad)
     with pytest.raises(UserError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_every_numeric_field_has_a_range():
+    """A new int/float field must get an entry in RANGES (the table the range checks read)."""
+    import dataclasses
+    import typing
+
+    from fgdsr.config import RANGES
+
+    hints = typing.get_type_hints(TrainConfig)
+    numeric = []
+    for f in dataclasses.fields(TrainConfig):
+        hint = hints[f.name]
+        if typing.get_origin(hint) is list:  # areas: odd bin counts, checked in validate()
+            continue
+        args = set(typing.get_args(hint)) - {type(None)} or {hint}
+        if args & {int, float}:
+            numeric.append(f.name)
+    assert "lr" in numeric and "ema_decay" in numeric and "weight_norm" not in numeric
+    assert sorted(set(numeric) - set(RANGES)) == []
+    assert sorted(set(RANGES) - set(numeric)) == []
+
+
+@pytest.mark.parametrize(
+    "field, bad, allowed",
+    [
+        ("lr", -0.1, "> 0"),
+        ("lr", 0, "> 0"),
+        ("lr", "nan", "> 0"),
+        ("lr_gamma", 1.5, "(0, 1]"),
+        ("weight_decay", -1e-4, ">= 0"),
+        ("alpha", -1, ">= 0"),
+        ("beta", "-inf", ">= 0"),
+        ("workers", -2, ">= 0"),
+        ("batch_size", 0, ">= 1"),
+        ("depth", 0, ">= 1"),
+        ("val_max_images", 0, ">= 1"),
+        ("seed", -1, "[0, 4294967295]"),
+        ("seed", 2**32, "[0, 4294967295]"),
+        ("ema_decay", 1.0, "[0, 1)"),
+        ("ema_start", -5, ">= 0"),
+        ("bins", 1, ">= 2"),
+    ],
+)
+def test_out_of_range_is_one_line_naming_field_and_range(field, bad, allowed):
+    with pytest.raises(UserError) as e:
+        apply_overrides(TrainConfig(), {field: bad})
+    msg = str(e.value)
+    assert f"'{field}'" in msg and f"allowed: {allowed})" in msg and "\n" not in msg, msg
+
+
+def test_range_bounds_are_inclusive_where_stated():
+    cfg = apply_overrides(
+        TrainConfig(), {"lr_gamma": 1.0, "ema_decay": 0.0, "workers": 0, "seed": 2**32 - 1, "alpha": 0}
+    )
+    assert cfg.lr_gamma == 1.0 and cfg.seed == 2**32 - 1
+    assert apply_overrides(TrainConfig(), {"depth": None}).depth is None  # optional fields may be None
+
+
+def test_old_mixed_precision_is_mapped_in_stored_configs():
+    """config.json of checkpoints written before `precision` existed: mixed_precision no|bf16|fp16."""
+    from fgdsr.config import config_from_dict
+
+    old = TrainConfig().to_dict()
+    del old["precision"]
+    for value, new in (("no", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")):
+        assert config_from_dict({**old, "mixed_precision": value}, "ckpt/config.json").precision == new
+    with pytest.raises(UserError, match="ckpt/config.json"):
+        config_from_dict({**old, "mixed_precision": "fp8"}, "ckpt/config.json")
+    with pytest.raises(UserError, match="keep only 'precision'"):
+        config_from_dict({**old, "mixed_precision": "no", "precision": "auto"}, "ckpt/config.json")
+    # in a YAML or --set the old name is a one-line hint, not silently accepted
+    with pytest.raises(UserError, match="'mixed_precision' is now 'precision'"):
+        apply_overrides(TrainConfig(), {"mixed_precision": "bf16"})
+
+
+def test_training_block_choices():
+    cfg = apply_overrides(
+        TrainConfig(), parse_set_args(["compile=true", "pyramid_on=device", "augment=flip"])
+    )
+    assert cfg.compile is True and cfg.pyramid_on == "device" and cfg.augment == "flip"
+    assert TrainConfig().precision == "auto" and TrainConfig().augment == "dihedral"
+    for field in ("precision", "pyramid_on", "augment"):
+        with pytest.raises(UserError, match=field):
+            apply_overrides(TrainConfig(), {field: "nope"})
+
+
+def test_cli_train_config_with_negative_lr_is_one_line(tmp_path):
+    """Issue 15's row: `fgdsr train --config X` with lr: -0.1 was torch's ValueError traceback, exit 1."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text((CONFIG_DIR / "tiny.yaml").read_text() + "lr: -0.1\n")
+    r = CliRunner().invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "run")])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert "'lr'" in lines[0] and "allowed: > 0" in lines[0]
+    assert not (tmp_path / "run").exists()

@@ -149,7 +149,7 @@ def test_accelerator_passed_in(tmp_path):
 def test_bf16_after_fp32_in_one_process(tmp_path):
     """Mixed precision through Accelerate (bf16 autocast on CPU), after an fp32 run in the same process."""
     res = train(
-        small_cfg(max_steps=1, val_every=1, loss="fd", mixed_precision="bf16"), tmp_path / "b", progress=False
+        small_cfg(max_steps=1, val_every=1, loss="fd", precision="bf16"), tmp_path / "b", progress=False
     )
     assert res.final_step == 1 and math.isfinite(res.best_val_psnr)
     assert load_file(str(res.last_checkpoint / ck.WEIGHTS))["trunk.input_conv.weight"].dtype == torch.float32
@@ -307,3 +307,188 @@ def test_overfits_one_image_beats_bicubic(tmp_path, loss):
         f"{loss}: best {res.best_val_psnr:.2f} dB vs bicubic {bic:.2f} dB; {cpu:.1f} CPU s, {res.wall_time_s:.1f} s wall"
     )
     assert res.best_val_psnr > bic + 1.0, (res.history, bic)
+
+
+# ------------------------------------------------------------------------------------------- EMA
+
+
+def test_ema_update_is_the_hand_computed_decay():
+    """First update copies the weights, then ema = d * ema + (1 - d) * w (fgdsr.train.make_ema)."""
+    from fgdsr.train import make_ema
+
+    lin = torch.nn.Linear(2, 1, bias=True)
+    cfg = TrainConfig().replace(ema_decay=0.75)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        lin.bias.fill_(4.0)
+    ema = make_ema(lin, cfg, torch.device("cpu"))
+    ema.update_parameters(lin)  # copy
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[3.0, 2.0]]))
+        lin.bias.fill_(0.0)
+    ema.update_parameters(lin)
+    assert torch.equal(ema.module.weight, torch.tensor([[1.5, -1.0]]))  # 0.75*1 + 0.25*3, 0.75*-2 + 0.25*2
+    assert torch.equal(ema.module.bias, torch.tensor([3.0]))
+    ema.update_parameters(lin)
+    assert torch.allclose(ema.module.weight, torch.tensor([[0.75 * 1.5 + 0.25 * 3, 0.75 * -1.0 + 0.25 * 2]]))
+    assert int(ema.n_averaged) == 3 and not ema.module.weight.requires_grad
+    assert make_ema(lin, TrainConfig(), torch.device("cpu")) is None  # ema_decay 0: off
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(ema_decay=0.9, ema_start=2, pyramid_on="loader"),  # the EMA starts before the resume point
+        dict(ema_decay=0.5, ema_start=5, pyramid_on="device", augment="flip"),  # ... and after it
+    ],
+    ids=["ema-loader", "ema-device"],
+)
+def test_resume_with_ema_and_both_data_paths_is_bit_identical(tmp_path, extra):
+    n = 4  # a multiple of val_every: the split run validates where the full one does
+    cfg = small_cfg(max_steps=2 * n, val_every=2, batch_size=2, lr_schedule="step", lr_step=3, **extra)
+    full = train(cfg, tmp_path / "full", progress=False)
+    train(cfg.replace(max_steps=n), tmp_path / "split", progress=False)
+    resumed = train(cfg, tmp_path / "split", resume=True, progress=False)
+    for name in ("last", "best"):
+        a, b = _weights(full.out_dir / name), _weights(resumed.out_dir / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    sa, sb = ck.load_training_state(full.last_checkpoint), ck.load_training_state(resumed.last_checkpoint)
+    assert all(torch.equal(sa["train_weights"][k], sb["train_weights"][k]) for k in sa["train_weights"])
+    assert sa["extra"]["ema_averaged"] == sb["extra"]["ema_averaged"] == 2 * n - extra["ema_start"]
+    assert full.history == resumed.history
+    # the checkpoint holds the EMA, the training state the raw weights: they differ
+    ema_w = _weights(full.last_checkpoint)
+    assert any(not torch.equal(ema_w[k], sa["train_weights"][k]) for k in ema_w)
+
+
+def test_ema_weights_are_what_validation_and_checkpoints_use(tmp_path):
+    """The EMA of the raw weights, step by step, equals what `last/` holds (decay 0.8, start after step 1)."""
+    from fgdsr.models import build_model
+
+    cfg = small_cfg(max_steps=3, val_every=1, ema_decay=0.8, ema_start=1, lr_schedule="step")
+    raws = []
+    for s in (1, 2, 3):
+        res = train(cfg.replace(max_steps=s), tmp_path / f"s{s}", progress=False)
+        raws.append(ck.load_training_state(res.last_checkpoint)["train_weights"])
+    expect = {k: raws[1][k] * 1.0 for k in raws[1]}  # first update (step 2) copies; step 3 averages
+    expect = {k: 0.8 * expect[k] + 0.2 * raws[2][k] for k in expect}
+    got = _weights(tmp_path / "s3" / "last")
+    assert all(torch.allclose(got[k], expect[k], atol=1e-7) for k in got)
+    assert all(
+        torch.equal(_weights(tmp_path / "s1" / "last")[k], raws[0][k]) for k in got
+    )  # before the start
+    model = build_model(cfg)  # the checkpoint loads as a plain model (what export and evaluate read)
+    ck.load_state_strict(model, got, tmp_path / "s3" / "last" / ck.WEIGHTS)
+
+
+def test_channels_last_trains_and_saves_plain_tensors(tmp_path):
+    res = train(small_cfg(max_steps=2, val_every=2, channels_last=True), tmp_path / "cl", progress=False)
+    w = _weights(res.last_checkpoint)
+    assert all(t.is_contiguous() for t in w.values()) and math.isfinite(res.best_val_psnr)
+    base = train(small_cfg(max_steps=2, val_every=2), tmp_path / "base", progress=False)
+    b = _weights(base.last_checkpoint)
+    assert all(torch.allclose(w[k], b[k], atol=1e-5) for k in w)  # the same maths in another layout
+
+
+@pytest.mark.slow
+def test_compile_matches_eager(tmp_path):
+    """compile=true (torch.compile of the training forward, and its backward) follows the eager trajectory."""
+    cfg = small_cfg(max_steps=2, val_every=2)
+    eager = train(cfg, tmp_path / "eager", progress=False)
+    comp = train(cfg.replace(compile=True), tmp_path / "compiled", progress=False)
+    a, b = _weights(eager.last_checkpoint), _weights(comp.last_checkpoint)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert abs(eager.best_val_psnr - comp.best_val_psnr) < 0.01
+
+
+def test_compile_failure_is_one_line():
+    """torch.compile errors (here a real InductorError instance) become a UserError naming the field and the fix."""
+    from torch._inductor.exc import InductorError
+
+    from fgdsr.train import _compile_errors
+
+    with pytest.raises(UserError) as e, _compile_errors(True):
+        raise InductorError(AssertionError("codegen"), None)
+    msg = str(e.value)
+    assert "'compile'" in msg and "compile: false" in msg and "InductorError" in msg and "\n" not in msg
+    with pytest.raises(ValueError), _compile_errors(True):  # other errors pass through
+        raise ValueError("not a compile error")
+    with pytest.raises(ValueError), _compile_errors(False):
+        raise ValueError("off")
+
+
+# ------------------------------------------------------------------------------------------- preemption
+
+
+PREEMPT = dict(max_steps=40, val_every=10, batch_size=2, lr_schedule="cosine", ema_decay=0.9)
+# one torch thread in every process of the test: the same arithmetic everywhere (and no OpenMP contention)
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _train_cmd(out, workers: int, resume: bool = False) -> list[str]:
+    import sys
+
+    sets = {**SMALL, **DATA, **PREEMPT, "workers": workers}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    return [sys.executable, "-m", "orchestrator", "train", *args, "--out", str(out), "-q"] + (
+        ["--resume"] if resume else []
+    )
+
+
+def _run_train(cmd: list[str]):
+    import os
+    import subprocess
+
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **ONE_THREAD})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, workers", [("SIGTERM", 0), ("SIGINT", 2)])
+def test_signal_writes_checkpoint_and_resume_is_bit_identical(tmp_path, sig, workers):
+    """A real SIGTERM (to the process) / SIGINT (to its process group, as Ctrl-C: DataLoader workers get it too)
+    to a real `fgdsr train`: exit 75 with one line; --resume finishes bit-identically to an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+
+    from fgdsr.preemption import PREEMPTED_EXIT_CODE
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        _train_cmd(out, workers),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **ONE_THREAD},
+    )
+    try:
+        # "train: ..." then "precision: ..." (printed just before the first step)
+        first, second = proc.stdout.readline(), proc.stdout.readline()
+        assert first.startswith("train:") and second.startswith("precision:"), (first, second)
+        if sig == "SIGTERM":
+            os.kill(proc.pid, signal.SIGTERM)
+        else:
+            os.killpg(os.getpgid(proc.pid), signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == PREEMPTED_EXIT_CODE, rest
+    lines = [ln for ln in rest.splitlines() if ln.strip()]
+    assert lines[-1].startswith(f"stopped by {sig} at step ") and "--resume" in lines[-1], rest
+    stopped = int(lines[-1].split(" at step ")[1].split(":")[0])
+    assert 0 < stopped < PREEMPT["max_steps"] and ck.read_meta(out / "last")["step"] == stopped
+    assert ck.load_training_state(out / "last")["loader"]["pos"] == stopped
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name]  # nothing half-written
+    _run_train(_train_cmd(out, workers, resume=True))
+    full = tmp_path / "full"
+    _run_train(_train_cmd(full, 0))
+    for name in ("last", "best"):
+        a, b = _weights(full / name), _weights(out / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    sa, sb = ck.load_training_state(full / "last"), ck.load_training_state(out / "last")
+    assert all(torch.equal(sa["train_weights"][k], sb["train_weights"][k]) for k in sa["train_weights"])
+    assert sa["extra"]["history"] == sb["extra"]["history"]
