@@ -11,6 +11,11 @@ of the training pool by default), never on a reported test set.
 Writes `<out>/runs.jsonl` (one line per run: reading, seed, val PSNR/SSIM, last logged loss terms, wall time)
 and prints, per reading, the mean val PSNR and the paired difference to l1 with its 95 % t-interval over seeds.
 Runs already in runs.jsonl are skipped (re-run to extend a screen).
+
+With `--test-set NAME` (repeatable) each run's last checkpoint is also scored image by image on NAME (the SR
+protocol: Y, shave = scale), and the summary adds per set the paired Δ vs l1 over seeds × images with the crossed
+bootstrap interval of `fgdsr.metrics.compare` (the statistics of `fgdsr reproduce table1`). Needs no Ray and no
+MLflow, so it is also the GPU machine's Table 1 driver (`--device cuda --jobs 3`: benchmarks/gpu_table1.sh).
 """
 
 from __future__ import annotations
@@ -50,11 +55,23 @@ class _LastTerms:
         self.terms = dict(logs)
 
 
+def test_scores(checkpoint: Path, sets: list[str], data_root: str | None, device: str) -> dict[str, dict]:
+    """set -> image -> PSNR (dB) of a checkpoint, by the protocol of `fgdsr evaluate`."""
+    from fgdsr.checkpoint import load_model
+    from fgdsr.evaluate import evaluate
+    from fgdsr.inference import ModelUpscaler
+
+    model, cfg, _ = load_model(checkpoint)
+    res = evaluate({"m": ModelUpscaler(model.eval(), cfg.scale, device)}, sets, [cfg.scale], data_root)
+    return {r["dataset"]: {im["name"]: float(im["psnr"]) for im in r["images"]} for r in res["results"]}
+
+
 def run_one(job: dict) -> dict:
-    """Train one (reading, seed) and return its record (runs in a worker process, one torch thread)."""
+    """Train one (reading, seed) and return its record (runs in a worker process; on CPU one torch thread)."""
     import torch
 
-    torch.set_num_threads(1)
+    if job["device"] == "cpu":
+        torch.set_num_threads(1)
     from accelerate import Accelerator
 
     from fgdsr.config import load_config
@@ -65,11 +82,18 @@ def run_one(job: dict) -> dict:
     cfg = load_config(job["config"], overrides)
     logger = _LastTerms()
     t0 = time.perf_counter()
-    res = train(cfg, job["dir"], callbacks=[logger], accelerator=Accelerator(cpu=True), progress=False)
+    acc = Accelerator(cpu=job["device"] == "cpu")
+    res = train(cfg, job["dir"], callbacks=[logger], accelerator=acc, progress=False)
     last = res.history[-1]
+    wall = time.perf_counter() - t0
+    tests = (
+        test_scores(res.last_checkpoint, job["test_sets"], job["data_root"], job["device"])
+        if job["test_sets"]
+        else {}
+    )
     return {"reading": job["reading"], "seed": job["seed"], "steps": job["steps"], "overrides": job["overrides"],
             "val_psnr": last["val_psnr"], "val_ssim": last["val_ssim"], "terms": logger.terms,
-            "wall_s": time.perf_counter() - t0}  # fmt: skip
+            "wall_s": wall, "tests": tests}  # fmt: skip
 
 
 def t_interval(diffs: list[float]) -> tuple[float, float, float]:
@@ -105,7 +129,37 @@ def summarise(records: list[dict]) -> str:
         lines.append(
             f"{name:24s} {len(runs):2d} {psnr:9.3f} {mean:+8.3f}  [{lo:+.3f}, {hi:+.3f}]   {acc_s:>7s}  {area_s}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + test_summary(by))
+
+
+def test_summary(by: dict[str, dict[int, dict]]) -> list[str]:
+    """Per test set and reading: mean PSNR and the paired Δ vs l1 over seeds × images [crossed-bootstrap 95 % CI]."""
+    import numpy as np
+
+    from fgdsr.metrics.compare import paired_delta
+
+    base = by.get("l1", {})
+    sets = sorted({ds for runs in by.values() for r in runs.values() for ds in r.get("tests", {})})
+    lines = []
+    for ds in sets:
+        lines.append(
+            f"\n{ds}: {'reading':20s} {'n':>2s} {'PSNR':>7s} {'Δ vs l1':>8s}  95 % CI (seeds × images)"
+        )
+        for name, runs in by.items():
+            seeds = sorted(
+                s
+                for s, r in runs.items()
+                if ds in r.get("tests", {}) and ds in base.get(s, {}).get("tests", {})
+            )
+            if not seeds:
+                continue
+            images = sorted(runs[seeds[0]]["tests"][ds])
+            a = np.array([[runs[s]["tests"][ds][i] for i in images] for s in seeds])
+            b = np.array([[base[s]["tests"][ds][i] for i in images] for s in seeds])
+            d = paired_delta(a, b) if name != "l1" else None
+            ci = f"{d.mean:+8.3f}  [{d.ci95[0]:+.3f}, {d.ci95[1]:+.3f}]" if d else f"{'—':>8s}"
+            lines.append(f"{'':{len(ds) + 2}s}{name:20s} {len(seeds):2d} {a.mean():7.3f} {ci}")
+    return lines
 
 
 def main() -> None:
@@ -119,6 +173,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--reading", action="append", default=[], help="name:k=v,k=v (l1 is always included)")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the jobs share the GPU")
+    ap.add_argument(
+        "--test-set", action="append", default=[], help="score each run's last checkpoint on NAME"
+    )
+    ap.add_argument("--data-root", default=None, help="where the test sets live (default: FGDSR_DATA_ROOT)")
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     out = Path(args.out)
@@ -136,6 +195,9 @@ def main() -> None:
             "steps": args.steps,
             "config": args.config,
             "base": base,
+            "device": args.device,
+            "test_sets": args.test_set,
+            "data_root": args.data_root,
             "dir": str(out / f"{name}-s{seed}-{args.steps}"),
         }  # fmt: skip
         for seed in args.seeds

@@ -44,3 +44,21 @@ def test_bench_latency_verdicts_and_profile_tables(tmp_path):
     assert all(groups[g] > 0 for g in ("trunk", "FD head", "Class-Module")) and "profile" not in aux
     text = md.read_text()
     assert "| torch | fd/l1 |" in text and "Profile, fd vs l1 on torch" in text and res["header"] in text
+
+
+def test_fgd_readings_pairs_runs_by_seed_and_scores_test_sets(tmp_path):
+    """Two seeds of l1 and fd at a few steps: every run's test images are kept, and the paired Δ printed for the
+    test set is the mean over seeds × images of fd − l1 from the saved per-image scores."""
+    tiny = ["--set", "train_dataset=builtin-train", "--set", "val_dataset=builtin-val", "--set", "depth=1",
+            "--set", "channels=4", "--set", "class_patch=16", "--set", "val_max_images=1"]  # fmt: skip
+    out = run("fgd_readings.py", "--out", str(tmp_path), "--steps", "4", "--seeds", "0", "1", "--jobs", "1",
+              *tiny, "--reading", "fd:loss=fd", "--test-set", "builtin-eval")  # fmt: skip
+    runs = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert sorted((r["reading"], r["seed"]) for r in runs) == [("fd", 0), ("fd", 1), ("l1", 0), ("l1", 1)]
+    score = {(r["reading"], r["seed"]): r["tests"]["builtin-eval"] for r in runs}
+    assert all(len(s) == 5 for s in score.values())  # the 5 built-in test photos
+    diffs = [score[("fd", s)][im] - score[("l1", s)][im] for s in (0, 1) for im in score[("l1", s)]]
+    row = re.search(r"^\s+fd\s+2\s+([0-9.]+)\s+([+-][0-9.]+)\s+\[([+-][0-9.]+), ([+-][0-9.]+)\]", out, re.M)
+    assert row, out
+    assert abs(float(row.group(2)) - sum(diffs) / len(diffs)) <= 5e-4  # printed to 3 decimals
+    assert float(row.group(3)) <= float(row.group(2)) <= float(row.group(4))

@@ -202,6 +202,8 @@ def test_cli_train_set_overrides_and_errors(tmp_path):
         "--set",
         "patch_size=32",
         "--set",
+        "class_patch=8",
+        "--set",
         "batch_size=2",
         "--set",
         "val_max_images=1",
