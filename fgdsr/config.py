@@ -53,9 +53,7 @@ class TrainConfig:
     # soft gradient). Inference is always hard.
     train_decode: str = "hard"
     head_detach: bool = False  # the head on detached features: L_c1 cannot change the trunk
-    bin_range: str = (
-        "full"  # full: K bins over [0, 1] | studio: over Y's [16, 235] (bins 0,1,30,31 are never used)
-    )
+    bin_range: str = "full"  # full: K bins over [0, 1] (Y never leaves [16, 235]: bins 0, 1, 30, 31 stay empty) | studio: over [16, 235]
     level_weights: str = "equal"  # L_r over pyramid levels: equal | pixels (LapSRN's sum: finest level 4x)
     # weight of L_c1 (Eq. 6); 1.0 costs 0.7 dB at lr 5e-3: the CE gradient through F damages the trunk (RESULTS.md)
     alpha: float = 0.1
@@ -71,7 +69,7 @@ class TrainConfig:
     charbonnier_eps: float = 1e-3  # LapSRN's robust L1; 0 = plain L1
     # --- data (fgdsr/data) ---
     train_dataset: str = "builtin-train"
-    val_dataset: str = "builtin-eval"
+    val_dataset: str = "builtin-val"  # selection never on a test set (builtin-eval is the demo's test set)
     data_root: str | None = None  # None: env FGDSR_DATA_ROOT, else ./datasets
     patch_size: int = 128  # HR patch side
     batch_size: int = 64
@@ -389,6 +387,11 @@ def _check_fgd(cfg: TrainConfig) -> None:
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise UserError(f"config field '{name}': unknown '{getattr(cfg, name)}' ({', '.join(allowed)})")
+    if cfg.head_detach and (cfg.loss not in ("cs", "fd") or cfg.fgd_head == "literal"):
+        raise UserError(
+            "config field 'head_detach': needs loss cs or fd and fgd_head prior, input or window (aux: the head "
+            "would change nothing; literal: the trunk's finest level would get no gradient)"
+        )
     if cfg.bin_labels != "onehot" and cfg.fgd_head in ("window", "literal"):
         raise UserError(
             f"config field 'bin_labels': {cfg.bin_labels} needs fgd_head prior or input ({cfg.fgd_head} is onehot only)"
@@ -404,11 +407,12 @@ def check_whole_class_tiles(cfg: TrainConfig) -> None:
         raise UserError(
             f"config field 'class_patch': {cfg.class_patch} does not divide the LR patch side {lr_side} "
             f"(patch_size {cfg.patch_size} / scale {cfg.scale}): the Class-Module would train on padding; "
-            f"use class_patch {_largest_class_patch(lr_side)} or a patch_size that is a multiple of "
-            f"{cfg.class_patch * cfg.scale}"
+            f"use {_class_patch_hint(lr_side)}a patch_size that is a multiple of {cfg.class_patch * cfg.scale}"
         )
 
 
-def _largest_class_patch(lr_side: int) -> int:
-    """The largest multiple of 4 that divides the LR patch side, at most 32 (ClassSR) — 4 at worst."""
-    return next((p for p in range(32, 3, -4) if lr_side % p == 0), 4)
+def _class_patch_hint(lr_side: int) -> str:
+    """'class_patch P or ' for the largest multiple of 4 (the module's stride) up to 32 (ClassSR) dividing the LR
+    side; '' when none does (an LR side that is not a multiple of 4)."""
+    p = next((p for p in range(32, 3, -4) if lr_side % p == 0), None)
+    return f"class_patch {p} or " if p else ""

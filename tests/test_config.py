@@ -147,3 +147,22 @@ def test_cli_train_config_with_negative_lr_is_one_line(tmp_path):
     assert r.exit_code == 2 and len(lines) == 1, r.output
     assert "'lr'" in lines[0] and "allowed: > 0" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_whole_tile_hint_and_head_detach_combinations():
+    """The hint names a class_patch that divides the LR side (none when no multiple of 4 does); head_detach is
+    refused where it cannot mean anything."""
+    from fgdsr.config import check_whole_class_tiles
+
+    with pytest.raises(UserError, match="use class_patch 20 or a patch_size that is a multiple of 128") as e:
+        check_whole_class_tiles(load_config(None, {"loss": "fd", "patch_size": 160, "class_patch": 32}))
+    assert "\n" not in str(e.value)  # LR 40: 32, 28, 24 do not divide it, 20 does
+    with pytest.raises(UserError, match="use a patch_size that is a multiple of 128"):
+        check_whole_class_tiles(load_config(None, {"loss": "fd", "patch_size": 72, "class_patch": 32}))
+    for bad in (
+        {"loss": "aux", "head_detach": True},
+        {"loss": "cs", "fgd_head": "literal", "head_detach": True},
+    ):
+        with pytest.raises(UserError, match="head_detach"):
+            load_config(None, bad)
+    assert load_config(None, {"loss": "cs", "head_detach": True}).head_detach

@@ -153,3 +153,10 @@ def test_benchmark_refuses_an_rgb_export_in_one_line(l1_rgb, tmp_path):
                                  "onnxruntime", "--out", str(tmp_path / "b")])  # fmt: skip
     assert r.exit_code == 2, r.output
     assert "--rgb" in r.output and str(rgb.name) in r.output and "Traceback" not in r.output
+
+
+def test_readme_snippet_is_the_tested_one():
+    """README.md's five lines are DEPLOY.md's, which test_docs_snippet_runs_and_matches runs."""
+    readme = (DOCS.parents[1] / "README.md").read_text()
+    part = readme[readme.index("### Plain onnxruntime in five lines") :]
+    assert re.search(r"```python\n(.*?)```", part, re.S).group(1) == _snippet()

@@ -159,7 +159,7 @@ class ClassModule(nn.Module):
     conv 4x4 stride 4 1->128, LeakyReLU 0.1, three 1x1 128->128 (+LeakyReLU), 1x1 128->32, average over the
     sub-image (= ClassSR's global pool), FC 32->M as a 1x1 conv. Input (N, 1, h, w) LR Y in [0, 1];
     output logits (N, M, ceil(h/P), ceil(w/P)). Partial sub-images at the bottom/right edge are filled by
-    replicate padding (ClassSR crops full sub-images only; training tiles are always whole: config.validate).
+    replicate padding (ClassSR crops full sub-images only; training tiles are always whole: config.check_whole_class_tiles, called by FGDLoss).
     """
 
     def __init__(self, classes: int = 3, patch: int = 32, width: int = 128, hidden: int = 32) -> None:
