@@ -331,3 +331,14 @@ def test_demo_pipeline_plan_is_fair(tmp_path, monkeypatch):
     assert sel.eval_images == ("rocket", "coffee", "astronaut", "chelsea", "ihc")
     assert sel.overlap == ()
     assert not (tmp_path / "o").exists()  # planning writes nothing
+
+
+def test_small_model_note_says_the_verdict_is_about_this_model():
+    from orchestrator.pipeline_report import _small_model_note
+    from orchestrator.pipeline_summary import Deployment
+
+    def dep(l1: int, fd: int) -> Deployment:
+        return Deployment("onnxruntime", "", {}, {"l1": {"params": l1}, "fd": {"params": fd}}, {}, "", "")
+
+    assert "×1.76" in _small_model_note(dep(100, 176))[0]
+    assert _small_model_note(dep(812_768, 870_788)) == []  # full size: ×1.07, no note
