@@ -223,14 +223,22 @@ def _fmt(v, spec: str = "") -> str:
 def ui(
     port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Store (default: ./mlflow.db)."),
+    experiment: str | None = typer.Option(
+        None, "--experiment", help="Open this experiment's runs table (default: the list of experiments)."
+    ),
 ) -> None:
     """Open the MLflow UI (127.0.0.1) on this folder's store, or on a tracking server (logged in with
-    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), to compare trials."""
-    from orchestrator.server import open_ui
-    from orchestrator.tracking import resolve_tracking_uri
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), to compare trials; prints the URL to open."""
+    from orchestrator import tracking
+    from orchestrator.server import check_access, open_ui
 
-    uri = resolve_tracking_uri(tracking_uri)
-    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl+C to stop)")
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    exp_id = None
+    if experiment is not None:
+        check_access(uri)  # one line, not minutes of retries, when the server is not there
+        exp_id = tracking.experiment_id(uri, experiment)
+    url = tracking.ui_link(f"http://127.0.0.1:{port}", exp_id)
+    typer.echo(f"MLflow UI for {uri}: {url} (Ctrl+C to stop)")
     raise typer.Exit(open_ui(uri, port))
 
 

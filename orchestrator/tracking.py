@@ -156,10 +156,25 @@ def init_experiment(uri: str, name: str) -> str:
     return retry(lambda: c.create_experiment(name, artifact_location=artifact_location, tags=tags))
 
 
+def ui_link(base: str, experiment_id: str | None = None) -> str:
+    """The MLflow UI at `base` (http://HOST:PORT), in its model-training view: experiment `experiment_id`'s
+    runs table, or the list of experiments."""
+    page = f"/experiments/{experiment_id}" if experiment_id is not None else "/experiments"
+    return f"{base.rstrip('/')}/#{page}?workflowType={UI_WORKFLOW}"
+
+
 def ui_url(uri: str, experiment_id: str | None, port: int = 5000) -> str:
     """The experiment's runs table in the MLflow UI (an HTTP store serves it; else `fgdsr ui` on `port`)."""
     base = uri.rstrip("/") if is_http(uri) else f"http://127.0.0.1:{port}"
-    return f"{base}/#/experiments/{experiment_id or 0}?workflowType={UI_WORKFLOW}"
+    return ui_link(base, experiment_id or "0")
+
+
+def experiment_id(uri: str, name: str) -> str:
+    """The id of the existing experiment `name` in `uri`; a one-line UserError if there is none."""
+    exp = retry(lambda: client(uri).get_experiment_by_name(name))
+    if exp is None or exp.lifecycle_stage == "deleted":
+        raise UserError(f"--experiment {name}: no such experiment in {uri}; leave it out to list them all")
+    return exp.experiment_id
 
 
 def metric_list(metrics: dict[str, Any], step: int = 0) -> list:
