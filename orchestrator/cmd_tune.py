@@ -117,11 +117,11 @@ def _stopped(result) -> None:
     from fgdsr.preemption import PREEMPTED_EXIT_CODE
 
     plan = result.plan
-    left = sum(t.state != "TERMINATED" and t.state != "ERROR" for t in result.trials)
+    done = sum(t.state in ("TERMINATED", "ERROR") for t in result.trials)  # Tune may not have made them all
     again = plan.command_line or f"fgdsr tune --out {plan.out} --name {plan.name} ..."
     again += "" if " --resume" in again else " --resume"
-    typer.echo(f"sweep '{plan.name}' stopped by {result.stopped_by or 'an interrupt'} with {left} of "
-               f"{plan.trials} trials unfinished; state saved in {plan.experiment_path}; finish it with: "
+    typer.echo(f"sweep '{plan.name}' stopped by {result.stopped_by or 'an interrupt'} with {done} of "
+               f"{plan.trials} trials finished; state saved in {plan.experiment_path}; finish it with: "
                f"{again} (exit {PREEMPTED_EXIT_CODE})", err=True)  # fmt: skip
     raise typer.Exit(PREEMPTED_EXIT_CODE)
 

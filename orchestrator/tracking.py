@@ -486,16 +486,20 @@ class TrialRun:
 
 
 def terminate_open_runs(uri: str, experiment_id: str, parent_run_id: str, status_of: dict[str, str]) -> int:
-    """End child runs still RUNNING after the sweep (a trial stopped by ASHA is killed between reports).
+    """Give each child run its trial's final status after `fit`: a run still RUNNING (a trial stopped between
+    reports is killed before it can end its run), or one a trial ended FINISHED when Tune stopped it for a
+    stop signal (Tune stops a trial the same way for ASHA and for SIGTERM; only the driver knows which).
 
-    `status_of` maps trial id -> final MLflow status; unknown trials get KILLED. Returns how many were ended.
+    `status_of` maps trial id -> final MLflow status; a RUNNING run of an unknown trial gets KILLED. Returns
+    how many runs changed.
     """
     c = client(uri)
     n = 0
     for run in child_runs(uri, experiment_id, parent_run_id):
-        if run.info.status == "RUNNING":
-            status = status_of.get(run.data.tags.get(TRIAL_TAG, ""), "KILLED")
-            retry(lambda run=run, status=status: c.set_terminated(run.info.run_id, status=status))
+        now = run.info.status
+        want = status_of.get(run.data.tags.get(TRIAL_TAG, ""), "KILLED" if now == "RUNNING" else now)
+        if want != now:
+            retry(lambda run=run, want=want: c.set_terminated(run.info.run_id, status=want))
             n += 1
     return n
 

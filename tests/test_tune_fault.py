@@ -40,6 +40,24 @@ def _checkpoint_of(exp_dir: Path, trial_id: str) -> list[str]:
     return glob.glob(str(exp_dir / f"*{trial_id}*" / "checkpoint_*" / "meta.json"))
 
 
+def test_driver_settles_the_status_of_stopped_trials(tmp_path):
+    """After fit the driver's word on each run's status wins: Tune stops a trial the same way (SystemExit at
+    a report, the trial then ends its run FINISHED) for ASHA and for SIGTERM."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = tracking.init_experiment(store, "settle")
+    parent = tracking.start_parent_run(store, exp, "sweep", {}, {})
+    runs = {t: tracking.TrialRun(store, exp, parent, t, None, t, {}, {}) for t in ("ta", "tb", "tc", "td")}
+    runs["ta"].end("FINISHED")  # stopped by the SIGTERM'd driver
+    runs["tb"].end("FINISHED")  # stopped by ASHA
+    runs["td"].end(
+        "FAILED"
+    )  # not in the sweep's trials (status_of): left alone; "tc" was killed while RUNNING
+    status_of = {"ta": "KILLED", "tb": "FINISHED", "tc": "KILLED"}
+    assert tracking.terminate_open_runs(store, exp, parent, status_of) == 2
+    got = {r.data.tags[tracking.TRIAL_TAG]: r.info.status for r in tracking.child_runs(store, exp, parent)}
+    assert got == {"ta": "KILLED", "tb": "FINISHED", "tc": "KILLED", "td": "FAILED"}
+
+
 @pytest.mark.slow
 def test_worker_node_dies_and_trial_resumes_elsewhere(tmp_path):
     """2-node cluster on one machine; the worker is removed after its trial's first checkpoint."""
@@ -282,4 +300,4 @@ def test_sigterm_to_driver_then_resume_finishes_without_duplicate_runs(tmp_path,
     assert c.get_run(state["parent_run_id"]).info.status == "FINISHED"
     assert len(c.search_runs([state["experiment_id"]], max_results=100)) == 4  # 1 parent + 3 children
     print(f"\nSIGTERM: exit {proc.returncode} after {took:.1f} s; runs before resume {sorted(status.values())}, after "
-          f"3/3 FINISHED; points expected {n_expected} found {n_found}; load {os.getloadavg()[0]:.2f}")  # fmt: skip
+          f"3/3 FINISHED; points expected {n_expected} found {n_found}; load {os.getloadavg()[0]:.2f}\n{lines[0]}")  # fmt: skip
