@@ -1,7 +1,8 @@
 """The benchmark's MLflow side: run ids -> checkpoint folders before trt runs, the result record -> a run after.
 
-Uses only orchestrator.tracking's public functions (client, retry, resolve_tracking_uri, init_experiment), so
-retries and URI checks are the tracking layer's; trt itself never imports MLflow.
+Talks to MLflow only through orchestrator.tracking (resolve_tracking_uri, client, retry, standalone_run,
+log_batch, log_files, end_run), so retries, batching and URI checks are the tracking layer's; trt itself never
+imports MLflow.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import time
 from pathlib import Path
 
 from fgdsr.errors import UserError
@@ -78,26 +78,19 @@ def benchmark_metrics(result) -> dict[str, float]:
 
 def log_benchmark(result, tracking_uri: str | None, experiment: str = EXPERIMENT) -> str:
     """Log the benchmark as its own MLflow run (params, metrics, verdict tag, the report files); -> run id."""
-    from mlflow.entities import Metric, Param, RunTag
-
     from orchestrator import tracking
     from trt.report import result_dict, write_report
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    exp_id = tracking.init_experiment(uri, experiment)
-    c = tracking.client(uri)
     p = result.plan
-    run = tracking.retry(lambda: c.create_run(exp_id, run_name=f"benchmark-{p.backend}-{p.precision}"))
-    rid = run.info.run_id
+    tags = {"verdict": result.verdict.text, "verdict_kind": result.verdict.kind}
+    tags |= {f"{r.role}_source": r.label for r in result.rows}
+    rid = tracking.standalone_run(uri, experiment, f"benchmark-{p.backend}-{p.precision}", tags)
     method = result_dict(result)["method"]
-    params = [Param(k, str(v)) for k, v in method.items() if not isinstance(v, list | dict)]
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0) for k, v in benchmark_metrics(result).items()]
-    tags = [RunTag("verdict", result.verdict.text), RunTag("verdict_kind", result.verdict.kind)]
-    tags += [RunTag(f"{r.role}_source", r.label) for r in result.rows]
-    tracking.retry(lambda: c.log_batch(rid, metrics=metrics, params=params, tags=tags))
+    params = {k: v for k, v in method.items() if not isinstance(v, list | dict)}
+    metrics = tracking.metric_list(benchmark_metrics(result))
+    tracking.log_batch(tracking.client(uri), rid, metrics=metrics, params=params)
     with tempfile.TemporaryDirectory() as tmp:
-        for path in write_report(result, tmp).values():
-            tracking.retry(lambda path=path: c.log_artifact(rid, str(path), artifact_path="benchmark"))
-    tracking.retry(lambda: c.set_terminated(rid))
+        tracking.log_files(uri, rid, list(write_report(result, tmp).values()), "benchmark")
+    tracking.end_run(uri, rid, "FINISHED")
     return rid

@@ -57,7 +57,11 @@ def tune(
         False, "--verbose", help="Ray/MLflow/Optuna logs on the terminal (default: <out>/fgdsr.log)."
     ),
 ) -> None:
-    """Hyperparameter sweep of LapSRN + FGD loss on Ray Tune, every trial tracked in MLflow."""
+    """Hyperparameter sweep of LapSRN + FGD loss on Ray Tune, every trial tracked in MLflow.
+
+    SIGTERM or Ctrl-C stops it as Tune does (state saved, trials stopped) and exits with code 75;
+    the same command with --resume finishes it.
+    """
     from orchestrator.plan import TuneOptions, make_plan
 
     plan = make_plan(
@@ -99,8 +103,27 @@ def _run_and_print(plan, as_json: bool) -> None:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     elif plan.dry_run:
         _print_plan(run_sweep(plan).plan)
+        return
     else:
-        _print_result(_run_with_progress(plan))
+        result = _run_with_progress(plan)
+        if not result.partial:
+            _print_result(result)
+    if result.partial:
+        _stopped(result)
+
+
+def _stopped(result) -> None:
+    """A sweep stopped before its trials finished (SIGTERM, Ctrl-C): one line on stderr, exit 75."""
+    from fgdsr.preemption import PREEMPTED_EXIT_CODE
+
+    plan = result.plan
+    done = sum(t.state in ("TERMINATED", "ERROR") for t in result.trials)  # Tune may not have made them all
+    again = plan.command_line or f"fgdsr tune --out {plan.out} --name {plan.name} ..."
+    again += "" if " --resume" in again else " --resume"
+    typer.echo(f"sweep '{plan.name}' stopped by {result.stopped_by or 'an interrupt'} with {done} of "
+               f"{plan.trials} trials finished; state saved in {plan.experiment_path}; finish it with: "
+               f"{again} (exit {PREEMPTED_EXIT_CODE})", err=True)  # fmt: skip
+    raise typer.Exit(PREEMPTED_EXIT_CODE)
 
 
 def _run_with_progress(plan):
@@ -173,13 +196,7 @@ def _print_result(result) -> None:
             _fmt(tr.best_val_psnr, ".2f"),
         )
     con.print(t)
-    if result.partial:
-        con.print(
-            "[bold yellow]The sweep was interrupted: some trials did not finish, so no best model was "
-            f"exported.[/bold yellow] Continue it with: fgdsr tune --resume --out {plan.out} "
-            f"--name {plan.name} --gpus {plan.resources.gpus:g}"
-        )
-    elif best is None:
+    if best is None:
         con.print("[bold red]No trial finished with a validation result; nothing exported.[/bold red]")
     else:
         con.print(
@@ -206,14 +223,22 @@ def _fmt(v, spec: str = "") -> str:
 def ui(
     port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Store (default: ./mlflow.db)."),
+    experiment: str | None = typer.Option(
+        None, "--experiment", help="Open this experiment's runs table (default: the list of experiments)."
+    ),
 ) -> None:
     """Open the MLflow UI (127.0.0.1) on this folder's store, or on a tracking server (logged in with
-    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), to compare trials."""
-    from orchestrator.server import open_ui
-    from orchestrator.tracking import resolve_tracking_uri
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), to compare trials; prints the URL to open."""
+    from orchestrator import tracking
+    from orchestrator.server import check_access, open_ui
 
-    uri = resolve_tracking_uri(tracking_uri)
-    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl+C to stop)")
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    exp_id = None
+    if experiment is not None:
+        check_access(uri)  # one line, not minutes of retries, when the server is not there
+        exp_id = tracking.experiment_id(uri, experiment)
+    url = tracking.ui_link(f"http://127.0.0.1:{port}", exp_id)
+    typer.echo(f"MLflow UI for {uri}: {url} (Ctrl+C to stop)")
     raise typer.Exit(open_ui(uri, port))
 
 

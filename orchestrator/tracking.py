@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,16 +63,57 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+# HTTP statuses worth retrying (MLflow's own client retries the same set inside each request)
+TRANSIENT_HTTP = frozenset({408, 429, 500, 502, 503, 504})
+# the text of a transient database error (sqlite, PostgreSQL) raised by a store opened directly (no server)
+TRANSIENT_TEXT = ("database is locked", "database is busy", "deadlock", "could not connect",
+                  "connection refused", "connection reset", "server closed the connection", "timed out")  # fmt: skip
+_NETWORK_ERRORS = ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "RetryError", "MaxRetryError",
+                   "ProtocolError", "ChunkedEncodingError", "NewConnectionError")  # requests / urllib3  # fmt: skip
+_STATUS_TEXT = re.compile(r"failed with error code (\d{3})")
+
+
+def http_status(e: BaseException) -> int | None:
+    """The HTTP status a tracking server answered `e` with; None when no answer came (or no server)."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    if isinstance(e, RestException):  # the server's JSON error
+        return e.get_http_status_code()
+    m = _STATUS_TEXT.search(str(e)) if isinstance(e, MlflowException) else None  # a non-JSON error page
+    return int(m.group(1)) if m else None
+
+
+def is_transient(e: BaseException) -> bool:
+    """Worth retrying: no answer (refused, reset, timed out), a 5xx / 408 / 429, a locked or busy database.
+
+    Not a 4xx (a login missing or refused, a deleted run, a bad request): those fail at once.
+    """
+    status = http_status(e)
+    if status is not None:
+        return status in TRANSIENT_HTTP
+    seen: list[BaseException] = []
+    x: BaseException | None = e
+    while x is not None and x not in seen:  # the cause chain: MLflow wraps the requests/urllib3 error
+        seen.append(x)
+        if isinstance(x, (ConnectionError, TimeoutError)) or type(x).__name__ in _NETWORK_ERRORS:
+            return True
+        if any(w in str(x).lower() for w in TRANSIENT_TEXT):
+            return True
+        x = x.__cause__ or x.__context__
+    return False
+
+
 def retry(fn: Callable[[], T], attempts: int = 8) -> T:
-    """Call `fn`, retrying on transient store errors (sqlite 'database is locked' under concurrent trials)."""
+    """Call `fn`, retrying transient store errors (`is_transient`: sqlite 'database is locked' under
+    concurrent trials, a server restarting) with backoff 0.2 s .. 3 s; other errors are raised at once.
+
+    Over HTTP each attempt already includes MLflow's own retries (7, exponential backoff: minutes)."""
     delay = 0.2
     for i in range(attempts):
         try:
             return fn()
         except Exception as e:  # MlflowException / OperationalError / connection reset
-            text = str(e).lower()
-            transient = any(w in text for w in ("locked", "busy", "connection", "timed out", "503", "502"))
-            if not transient or i == attempts - 1:
+            if not is_transient(e) or i == attempts - 1:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 3.0)
@@ -112,10 +156,25 @@ def init_experiment(uri: str, name: str) -> str:
     return retry(lambda: c.create_experiment(name, artifact_location=artifact_location, tags=tags))
 
 
+def ui_link(base: str, experiment_id: str | None = None) -> str:
+    """The MLflow UI at `base` (http://HOST:PORT), in its model-training view: experiment `experiment_id`'s
+    runs table, or the list of experiments."""
+    page = f"/experiments/{experiment_id}" if experiment_id is not None else "/experiments"
+    return f"{base.rstrip('/')}/#{page}?workflowType={UI_WORKFLOW}"
+
+
 def ui_url(uri: str, experiment_id: str | None, port: int = 5000) -> str:
     """The experiment's runs table in the MLflow UI (an HTTP store serves it; else `fgdsr ui` on `port`)."""
     base = uri.rstrip("/") if is_http(uri) else f"http://127.0.0.1:{port}"
-    return f"{base}/#/experiments/{experiment_id or 0}?workflowType={UI_WORKFLOW}"
+    return ui_link(base, experiment_id or "0")
+
+
+def experiment_id(uri: str, name: str) -> str:
+    """The id of the existing experiment `name` in `uri`; a one-line UserError if there is none."""
+    exp = retry(lambda: client(uri).get_experiment_by_name(name))
+    if exp is None or exp.lifecycle_stage == "deleted":
+        raise UserError(f"--experiment {name}: no such experiment in {uri}; leave it out to list them all")
+    return exp.experiment_id
 
 
 def metric_list(metrics: dict[str, Any], step: int = 0) -> list:
@@ -214,8 +273,163 @@ def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((int(m.step), float(m.value)) for m in hist)
 
 
+SYNC_WAIT_S = (
+    10.0  # how long `TrialRun.flush` waits for its points to be written (not while the server is away)
+)
+END_WAIT_S = 300.0  # how long `TrialRun.end` waits for an away tracking server before giving up (one warning)
+RETRY_MAX_S = 10.0  # the longest pause between two attempts of the metric writer
+
+
+def _chunk(points: list) -> tuple[list, int]:
+    """The oldest points for one request (at most BATCH - 1, cut at a step boundary when one exists) and the
+    last step they complete (-> `fgdsr.logged_step`)."""
+    n = min(len(points), BATCH - 1)
+    if n < len(points) and points[n].step == points[n - 1].step:
+        k = n
+        while k > 0 and points[k - 1].step == points[n].step:
+            k -= 1
+        n = k or n  # a single step with more points than a request holds is split
+    last = points[n - 1].step
+    complete = last if n == len(points) or points[n].step != last else last - 1
+    return points[:n], complete
+
+
+class MetricWriter:
+    """The metric points of one run, buffered in step order and written by a background thread.
+
+    `add` and `flush(wait=0)` never touch the network, so training goes on while the tracking server is away.
+    The thread sends the oldest points first, each request with the tag `fgdsr.logged_step` (the last step
+    it completes); a transient failure (`is_transient`: the server down or restarting, a 5xx, a timeout, a
+    locked database) leaves the points at the head of the buffer and is retried with backoff until it goes
+    through. A point sent again after a failure that may have landed is not doubled: MLflow's SQL stores
+    keep a point once per (key, step, timestamp, value), and a point keeps its timestamp until written.
+    A permanent failure (a 4xx: login refused, run deleted) stops the thread and is raised in the caller's
+    thread by the next `add`, `flush` or `close`.
+    """
+
+    def __init__(self, c, run_id: str, what: str) -> None:
+        self._client, self.run_id, self.what = c, run_id, what
+        self._points: list = []  # logged, not yet written, oldest first; the head may be in flight
+        self._cond = threading.Condition()
+        self._wanted = False  # a flush asked for the buffer to be sent
+        self._closing = False
+        self._final: Callable[[Any], None] | None = None  # run once after the last point (the run's status)
+        self._abandoned = False
+        self._error: BaseException | None = None
+        self.away_since: float | None = None  # monotonic time of the first failed or stuck attempt
+        self.written_step = -1
+        self._thread = threading.Thread(target=self._loop, name=f"fgdsr-metrics-{run_id[:8]}", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return len(self._points)
+
+    def add(self, points: list) -> None:
+        with self._cond:
+            self._raise_error()
+            self._points += points
+
+    def flush(self, wait: float = SYNC_WAIT_S) -> bool:
+        """Have the buffer sent and wait until it is written: at most `wait` s, and not at all while the
+        server is known to be away (the points stay buffered). Returns whether everything is written."""
+        with self._cond:
+            self._raise_error()
+            if not self._points:
+                return True
+            self._wanted = True
+            self._cond.notify_all()
+            if wait <= 0 or self.away_since is not None:
+                return False
+            deadline = time.monotonic() + wait
+            while self._points and self._error is None and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            self._raise_error()
+            if self._points:  # the request is stuck in MLflow's own retries: do not wait again until it lands
+                self._set_away(f"no answer within {wait:.0f} s")
+                return False
+            return True
+
+    def close(self, final: Callable[[Any], None] | None = None, wait: float = END_WAIT_S) -> bool:
+        """Write everything, then `final(client)` (e.g. the run's status), waiting at most `wait` s for an away
+        server; gives up with one warning line on stderr. Returns whether all of it was written."""
+        with self._cond:
+            self._closing, self._final = True, final
+            self._cond.notify_all()
+        self._thread.join(wait)
+        with self._cond:
+            if self._thread.is_alive():
+                self._abandoned = True
+                self._cond.notify_all()
+                print(f"fgdsr: WARNING: the tracking server did not take {self.what} for {wait:.0f} s: "
+                      f"{len(self._points)} metric points and its final status not written", file=sys.stderr,
+                      flush=True)  # fmt: skip
+                return False
+            self._raise_error()
+            return True
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _set_away(self, why: str) -> None:
+        if self.away_since is None:
+            self.away_since = time.monotonic()
+            print(f"fgdsr: the tracking server does not take {self.what} ({why}); {len(self._points)} metric "
+                  "points kept, sent when it answers again", file=sys.stderr, flush=True)  # fmt: skip
+
+    def _next(self) -> tuple[list, int] | Callable[[Any], None] | None:
+        """The next job (a chunk, or the final call), waiting for one; None: the thread ends."""
+        with self._cond:
+            while not self._abandoned and not (self._points and (self._wanted or self._closing)):
+                if self._closing:
+                    final, self._final = self._final, None
+                    return final
+                self._cond.wait()
+            return None if self._abandoned else _chunk(self._points)
+
+    def _loop(self) -> None:
+        from mlflow.entities import RunTag
+
+        delay = 0.5
+        while (job := self._next()) is not None:
+            try:
+                if callable(job):
+                    job(self._client)
+                else:
+                    chunk, step = job
+                    tags = [RunTag(LOGGED_STEP_TAG, str(step))] if step >= 0 else []
+                    self._client.log_batch(self.run_id, metrics=chunk, tags=tags)
+            except Exception as e:
+                with self._cond:
+                    if not is_transient(e):
+                        self._error = e
+                        self._cond.notify_all()
+                        return
+                    self._set_away(str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+                    deadline = time.monotonic() + delay  # only close() giving up cuts the pause short
+                    while not self._abandoned and (left := deadline - time.monotonic()) > 0:
+                        self._cond.wait(left)
+                    delay = min(2 * delay, RETRY_MAX_S)
+                    if callable(job):
+                        self._final = job  # tried again
+                continue
+            delay = 0.5
+            with self._cond:
+                if not callable(job):
+                    del self._points[: len(job[0])]
+                    self.written_step = max(self.written_step, job[1])
+                    self._wanted = self._wanted and bool(self._points)
+                if self.away_since is not None:
+                    print(f"fgdsr: the tracking server takes {self.what} again after "
+                          f"{time.monotonic() - self.away_since:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+                    self.away_since = None
+                self._cond.notify_all()
+
+
 class TrialRun:
-    """One trial's child run: created once, reopened on restore, metrics buffered and sent in batches.
+    """One trial's child run: created once, reopened on restore, metrics buffered and written in the
+    background (`MetricWriter`: a tracking-server outage delays them, it neither loses nor doubles them).
 
     A reopened run continues after the last step it already holds (`fgdsr.logged_step`, written with every
     batch): a trial restarted from an older checkpoint re-trains a few steps but does not log them twice.
@@ -234,8 +448,7 @@ class TrialRun:
     ) -> None:
         self.uri = uri
         self.client = client(uri)
-        self._metrics: list = []
-        self.logged_step = -1
+        self.logged_step = -1  # the last step the run held when it was opened
         run_id = run_id or find_trial_run(uri, experiment_id, parent_run_id, trial_id)
         self.resumed = run_id is not None
         if run_id is None:
@@ -249,42 +462,44 @@ class TrialRun:
             retry(lambda: self.client.update_run(run_id, status="RUNNING"))
             log_batch(self.client, run_id, tags=tags)  # the node may have changed
         self.run_id = run_id
+        # its own client: the writer thread's requests never share one with the trial thread's
+        self.writer = MetricWriter(client(uri), run_id, f"the metrics of run {run_id} (trial {trial_id})")
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         if step <= self.logged_step:
             return  # already in the run from before the restart
-        self._metrics += metric_list(metrics, step)
-        if len(self._metrics) >= BATCH:
-            self.flush()
+        self.writer.add(metric_list(metrics, step))
+        if self.writer.pending >= BATCH:
+            self.writer.flush(wait=0)
 
-    def flush(self) -> None:
-        batch, self._metrics = self._metrics, []
-        # chunks in step order, each with the last step it holds: a failed chunk is re-logged, never doubled
-        batch.sort(key=lambda m: m.step)
-        for i in range(0, len(batch), BATCH - 1):
-            chunk = batch[i : i + BATCH - 1]
-            log_batch(self.client, self.run_id, metrics=chunk, tags={LOGGED_STEP_TAG: chunk[-1].step})
-            self.logged_step = chunk[-1].step
+    def flush(self, wait: float = SYNC_WAIT_S) -> bool:
+        """Send the buffered points and wait until written (at most `wait` s; not while the server is away).
 
-    def end(self, status: str) -> None:
-        """Flush and set the final status (FINISHED, FAILED or KILLED)."""
-        try:
-            self.flush()
-        finally:
-            retry(lambda: self.client.set_terminated(self.run_id, status=status))
+        Called before a checkpoint is reported, so that a trial restored from it holds every point up to it.
+        """
+        return self.writer.flush(wait)
+
+    def end(self, status: str, wait: float = END_WAIT_S) -> bool:
+        """Write the buffered points, then set the final status (FINISHED, FAILED or KILLED); waits at most
+        `wait` s for an away server (then one warning line; the driver ends runs left RUNNING)."""
+        return self.writer.close(lambda c: c.set_terminated(self.run_id, status=status), wait)
 
 
 def terminate_open_runs(uri: str, experiment_id: str, parent_run_id: str, status_of: dict[str, str]) -> int:
-    """End child runs still RUNNING after the sweep (a trial stopped by ASHA is killed between reports).
+    """Give each child run its trial's final status after `fit`: a run still RUNNING (a trial stopped between
+    reports is killed before it can end its run), or one a trial ended FINISHED when Tune stopped it for a
+    stop signal (Tune stops a trial the same way for ASHA and for SIGTERM; only the driver knows which).
 
-    `status_of` maps trial id -> final MLflow status; unknown trials get KILLED. Returns how many were ended.
+    `status_of` maps trial id -> final MLflow status; a RUNNING run of an unknown trial gets KILLED. Returns
+    how many runs changed.
     """
     c = client(uri)
     n = 0
     for run in child_runs(uri, experiment_id, parent_run_id):
-        if run.info.status == "RUNNING":
-            status = status_of.get(run.data.tags.get(TRIAL_TAG, ""), "KILLED")
-            retry(lambda run=run, status=status: c.set_terminated(run.info.run_id, status=status))
+        now = run.info.status
+        want = status_of.get(run.data.tags.get(TRIAL_TAG, ""), "KILLED" if now == "RUNNING" else now)
+        if want != now:
+            retry(lambda run=run, want=want: c.set_terminated(run.info.run_id, status=want))
             n += 1
     return n
 

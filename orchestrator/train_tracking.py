@@ -13,16 +13,12 @@ Through the same tracking layer as `fgdsr tune` (orchestrator/tracking.py); fgds
 
 from __future__ import annotations
 
-import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import numpy as np
 
-from fgdsr.errors import UserError
 from orchestrator import tracking
 
 if TYPE_CHECKING:
@@ -33,24 +29,6 @@ DEFAULT_EXPERIMENT = "fgdsr-train"
 RUN_ID_KEY = "mlflow_run_id"  # in the checkpoints' meta.json, as for Tune trials (orchestrator/trainable.py)
 GRID_CROP = 96  # HR pixels per side of each crop in the validation grid
 GRID_GAP = 4  # white pixels between panels
-
-
-def check_reachable(uri: str, timeout_s: float = 3.0) -> None:
-    """For an http(s) URI, a TCP connection to the server within `timeout_s`, else a one-line UserError.
-
-    MLflow's own client retries a refused connection for minutes before it reports anything.
-    """
-    if not tracking.is_http(uri):
-        return
-    url = urlparse(uri)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
-    except OSError as e:
-        raise UserError(
-            f"--tracking-uri {uri}: no tracking server answers ({e.strerror or e}); start one with "
-            "`fgdsr tracking-server` or leave --tracking-uri out"
-        ) from e
 
 
 def _center_crop(img: np.ndarray, y: int, x: int, side: int) -> np.ndarray:
@@ -94,24 +72,20 @@ class TrainTracker:
         cls, uri: str | None, experiment: str, cfg: TrainConfig, out: Path, resume: bool
     ) -> TrainTracker:
         """Open the run: on `resume`, the one named in out/last/meta.json (if any), else a new one."""
-        from mlflow.entities import Param
-
         from fgdsr import checkpoint as ck
+        from orchestrator.server import check_access
 
         uri = tracking.resolve_tracking_uri(uri)
-        check_reachable(uri)
-        exp_id = tracking.init_experiment(uri, experiment)
-        c = tracking.client(uri)
+        check_access(uri)  # one line when no server answers or the login is refused (MLflow retries minutes)
         run_id = ck.read_meta(out / "last").get(RUN_ID_KEY) if resume else None
         if run_id:
-            tracking.retry(lambda: c.update_run(run_id, status="RUNNING"))
+            tracking.init_experiment(uri, experiment)
+            tracking.retry(lambda: tracking.client(uri).update_run(run_id, status="RUNNING"))
             return cls(uri, run_id, cfg.scale)
         tags = {"fgdsr.command": "train", "fgdsr.out": str(Path(out).resolve()), "variant": cfg.loss}
-        run = tracking.retry(lambda: c.create_run(exp_id, run_name=f"{Path(out).name}-{cfg.loss}", tags=tags))
-        params = [Param(k, str(v)[:6000]) for k, v in cfg.to_dict().items()]
-        for i in range(0, len(params), 100):
-            tracking.retry(lambda i=i: c.log_batch(run.info.run_id, params=params[i : i + 100]))
-        return cls(uri, run.info.run_id, cfg.scale)
+        run_id = tracking.standalone_run(uri, experiment, f"{Path(out).name}-{cfg.loss}", tags)
+        tracking.log_batch(tracking.client(uri), run_id, params=cfg.to_dict())
+        return cls(uri, run_id, cfg.scale)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -127,16 +101,10 @@ class TrainTracker:
         }
         if info.resumed:
             tags["resumed_from_step"] = str(info.step)
-        for k, v in tags.items():
-            tracking.retry(lambda k=k, v=v: self.client.set_tag(self.run_id, k, v))
+        tracking.log_batch(self.client, self.run_id, tags=tags)
 
     def _add(self, step: int, values: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        for k, v in values.items():
-            if isinstance(v, (int, float)) and v == v:  # NaN is not a point
-                self._pending.append(Metric(k, float(v), now, int(step)))
+        self._pending += tracking.metric_list(values, step)  # NaN is not a point
 
     def on_step(self, step: int, logs: dict[str, float]) -> None:
         self._add(step, logs)
@@ -149,7 +117,7 @@ class TrainTracker:
 
         with tempfile.TemporaryDirectory() as tmp:
             path = write_image(Path(tmp) / f"step_{step:07d}.png", crop_grid(samples, self.scale))
-            tracking.retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path="val"))
+            tracking.log_files(self.uri, self.run_id, [path], "val")
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         if Path(path).name == "last":
@@ -158,12 +126,11 @@ class TrainTracker:
     # ------------------------------------------------------------------------------- end
     def flush(self) -> None:
         batch, self._pending = self._pending, []
-        for i in range(0, len(batch), 1000):  # MLflow's log_batch limit
-            tracking.retry(lambda i=i: self.client.log_batch(self.run_id, metrics=batch[i : i + 1000]))
+        tracking.log_batch(self.client, self.run_id, metrics=batch)
 
     def end(self, status: str) -> None:
         """Flush and set the final status: FINISHED, KILLED (preempted: --resume reopens it) or FAILED."""
         try:
             self.flush()
         finally:
-            tracking.retry(lambda: self.client.set_terminated(self.run_id, status=status))
+            tracking.end_run(self.uri, self.run_id, status)

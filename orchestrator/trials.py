@@ -52,6 +52,7 @@ class SweepResult:
     parent_run_id: str | None = None
     experiment_id: str | None = None
     partial: bool = False  # the sweep was interrupted: some trials never finished
+    stopped_by: str | None = None  # "SIGTERM" when that signal stopped the driver (orchestrator.tune)
     dry_run: bool = False
     best_dir: str | None = None  # <out>/best: a copy of best()'s checkpoint
     registered: str | None = None  # "<model name>/<version>"

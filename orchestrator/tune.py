@@ -17,16 +17,20 @@ Library output (Ray, MLflow, Optuna) goes to `<out>/fgdsr.log` unless the plan i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,30 +71,76 @@ def _run(plan: SweepPlan, t0: float) -> SweepResult:
 
     started = start_ray(plan)
     session, status, shared = None, "FAILED", None
-    try:
-        shared = credentials.share_with_workers(plan.tracking_uri)  # the MLflow login for remote workers
-        cluster = check_cluster(plan)
-        session = open_tracking(plan, cluster)
-        result = collect(fit(plan, session), plan, session)
-        if not result.partial:
-            result = dataclasses.replace(finalise(result), wall_s=time.perf_counter() - t0)
-            from orchestrator.analysis import analyse_sweep
+    with DriverStop() as stop:  # after ray.init, which sets its own SIGTERM handler (sys.exit)
+        try:
+            shared = credentials.share_with_workers(plan.tracking_uri)  # the MLflow login for remote workers
+            cluster = check_cluster(plan)
+            session = open_tracking(plan, cluster)
+            with stop.fitting():
+                grid = fit(plan, session)
+            result = dataclasses.replace(collect(grid, plan, session), stopped_by=stop.received)
+            if not result.partial:
+                result = dataclasses.replace(finalise(result), wall_s=time.perf_counter() - t0)
+                from orchestrator.analysis import analyse_sweep
 
-            result = dataclasses.replace(result, analysis=analyse_sweep(result).to_dict())
-        status = "KILLED" if result.partial else "FINISHED"
-        return result
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        if session is not None:
-            try:
-                tracking.end_run(plan.tracking_uri, session.parent_run_id, status)
-            except Exception:  # never mask the sweep's own error
-                pass
-        credentials.stop_sharing(shared)
-        if started:
-            ray.shutdown()
+                result = dataclasses.replace(result, analysis=analyse_sweep(result).to_dict())
+            status = "KILLED" if result.partial else "FINISHED"
+            return result
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            if session is not None:
+                try:
+                    tracking.end_run(plan.tracking_uri, session.parent_run_id, status)
+                except Exception:  # never mask the sweep's own error
+                    pass
+            credentials.stop_sharing(shared)
+            if started:
+                ray.shutdown()
+
+
+class DriverStop:
+    """SIGTERM to the driver (preemption, `kill`, a Kubernetes pod ending) as Tune's own graceful stop.
+
+    While `fit` runs, the first SIGTERM does what Ctrl-C does to Tune: it saves the experiment state once more
+    and stops the trials (their MLflow runs end KILLED), and `run_sweep` returns a partial result with
+    `stopped_by` set, which `fgdsr tune --resume` finishes. A second SIGTERM, or one outside `fit`, stops at
+    once (KeyboardInterrupt). Installed on the main thread only (Python delivers signals there).
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._in_fit = False
+        self._previous = None
+
+    def __enter__(self) -> DriverStop:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    @contextlib.contextmanager
+    def fitting(self) -> Iterator[None]:
+        self._in_fit = True
+        try:
+            yield
+        finally:
+            self._in_fit = False
+
+    def _handle(self, signum: int, frame) -> None:
+        # Tune's SIGINT/SIGUSR1 handler (ray.tune.tune._setup_signal_catching) is installed inside fit and
+        # never removed: only call it while fit runs
+        tune_stop = signal.getsignal(signal.SIGUSR1)
+        if self._in_fit and self.received is None and callable(tune_stop):
+            self.received = signal.Signals(signum).name
+            tune_stop(signum, frame)
+            return
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 # ------------------------------------------------------------------------------------------ preflight
@@ -349,6 +399,17 @@ def _best_checkpoint(r, df, best_row) -> str | None:
     return None
 
 
+def _state(trial) -> str:
+    """Tune's status of `trial`; INTERRUPTED when a stop (SIGTERM, Ctrl-C) ended `fit` while it ran: Tune then
+    marks it TERMINATED in memory, but its last result is not `done` (neither finished nor stopped by the
+    scheduler) and the experiment state Tune saved still has it running, so `--resume` continues it."""
+    if trial is None:
+        return "UNKNOWN"
+    if trial.status == "TERMINATED" and not (trial.last_result or {}).get("done"):
+        return "INTERRUPTED"
+    return trial.status
+
+
 def _summary(r, trial, tid: str, plan: SweepPlan, run_id: str | None) -> TrialSummary:
     """One Tune result as a TrialSummary."""
     df = r.metrics_dataframe
@@ -359,7 +420,7 @@ def _summary(r, trial, tid: str, plan: SweepPlan, run_id: str | None) -> TrialSu
     cfg = dict(trial.config) if trial is not None else dict(r.config or {})
     return TrialSummary(
         trial_id=tid, name=str(trial) if trial is not None else tid, config=cfg,
-        variant=str(cfg.get("loss", plan.base.loss)), state=trial.status if trial is not None else "UNKNOWN",
+        variant=str(cfg.get("loss", plan.base.loss)), state=_state(trial),
         steps=int(metrics.get("step", 0) or 0), val_psnr=_f(metrics.get(METRIC)),
         val_ssim=_f(metrics.get("val_ssim")),
         best_val_psnr=_f(df.loc[best_row, METRIC]) if best_row is not None else None,

@@ -40,6 +40,24 @@ def _checkpoint_of(exp_dir: Path, trial_id: str) -> list[str]:
     return glob.glob(str(exp_dir / f"*{trial_id}*" / "checkpoint_*" / "meta.json"))
 
 
+def test_driver_settles_the_status_of_stopped_trials(tmp_path):
+    """After fit the driver's word on each run's status wins: Tune stops a trial the same way (SystemExit at
+    a report, the trial then ends its run FINISHED) for ASHA and for SIGTERM."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = tracking.init_experiment(store, "settle")
+    parent = tracking.start_parent_run(store, exp, "sweep", {}, {})
+    runs = {t: tracking.TrialRun(store, exp, parent, t, None, t, {}, {}) for t in ("ta", "tb", "tc", "td")}
+    runs["ta"].end("FINISHED")  # stopped by the SIGTERM'd driver
+    runs["tb"].end("FINISHED")  # stopped by ASHA
+    runs["td"].end(
+        "FAILED"
+    )  # not in the sweep's trials (status_of): left alone; "tc" was killed while RUNNING
+    status_of = {"ta": "KILLED", "tb": "FINISHED", "tc": "KILLED"}
+    assert tracking.terminate_open_runs(store, exp, parent, status_of) == 2
+    got = {r.data.tags[tracking.TRIAL_TAG]: r.info.status for r in tracking.child_runs(store, exp, parent)}
+    assert got == {"ta": "KILLED", "tb": "FINISHED", "tc": "KILLED", "td": "FAILED"}
+
+
 @pytest.mark.slow
 def test_worker_node_dies_and_trial_resumes_elsewhere(tmp_path):
     """2-node cluster on one machine; the worker is removed after its trial's first checkpoint."""
@@ -139,7 +157,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_driver_killed_then_resume_finishes_without_duplicate_runs(tmp_path):
+def test_driver_killed_then_resume_finishes_without_duplicate_runs(tmp_path, monkeypatch):
     opts = tiny_opts(tmp_path, steps=16, val_every=4, num_samples=3)
     args = ["tune", "--gpus", "0", "--num-samples", "3", "--search", "random", "--scheduler", "fifo"]
     args += ["--config", opts.config, "--space", opts.space, "--out", opts.out]
@@ -179,6 +197,7 @@ def test_driver_killed_then_resume_finishes_without_duplicate_runs(tmp_path):
     assert before, "no trial had started an MLflow run before the kill"
     assert c.get_run(state["parent_run_id"]).info.status == "RUNNING"  # the driver never got to end it
 
+    monkeypatch.chdir(tmp_path)  # the same command in the same folder (data_root defaults to ./datasets)
     r = CliRunner().invoke(app, [*args, "--resume", "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
@@ -194,3 +213,91 @@ def test_driver_killed_then_resume_finishes_without_duplicate_runs(tmp_path):
     assert c.get_run(state["parent_run_id"]).info.status == "FINISHED"
     exp = c.get_experiment(state["experiment_id"])
     assert len(c.search_runs([exp.experiment_id], max_results=100)) == 4  # 1 parent + 3 children
+
+
+def _count_points(uri: str, runs, exp_dir: Path, steps: int) -> tuple[int, int]:
+    """(expected, found) metric points over `runs`; asserts every history holds its expected steps once.
+
+    Expected comes from Tune (`server_util.expected_points`: each trial's result.json), with a validation
+    step counted once even when a restored trial reported it again."""
+    from server_util import expected_points
+
+    c = tracking.client(uri)
+    expected = expected_points(exp_dir, steps)
+    n_expected = n_found = 0
+    for r in runs:
+        for key, want in expected[r.data.tags[tracking.TRIAL_TAG]].items():
+            want = sorted(set(want))
+            found = sorted(m.step for m in c.get_metric_history(r.info.run_id, key))
+            assert found == want, (r.info.run_name, key, found, want)
+            n_expected, n_found = n_expected + len(want), n_found + len(found)
+    return n_expected, n_found
+
+
+@pytest.mark.slow
+def test_sigterm_to_driver_then_resume_finishes_without_duplicate_runs(tmp_path, monkeypatch):
+    """SIGTERM to `fgdsr tune` while trials run: one line on stderr, exit 75, its Ray processes gone, the runs
+    KILLED; the same command with --resume finishes the sweep with one FINISHED run per trial, no step twice."""
+    steps = 16
+    opts = tiny_opts(tmp_path, steps=steps, val_every=4, num_samples=3)
+    args = ["tune", "--gpus", "0", "--num-samples", "3", "--search", "random", "--scheduler", "fifo"]
+    args += ["--config", opts.config, "--space", opts.space, "--out", opts.out]
+    args += ["--tracking-uri", opts.tracking_uri, "--experiment", "sigterm"]
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # our own Ray session folder (short: socket paths)
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=tmp_path, env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    exp_dir = Path(opts.out).resolve() / "ray" / "sweep"
+    try:
+        _wait(lambda: glob.glob(str(exp_dir / "*" / "checkpoint_*" / "meta.json")), 240, "a trial checkpoint")
+        _wait(lambda: glob.glob(str(exp_dir / "experiment_state-*.json")), 60, "Tune's experiment state")
+        family = _descendants(proc.pid)
+        assert proc.poll() is None, "the sweep finished before it could be stopped: make it longer"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` or a Kubernetes pod ending
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - t0
+        _wait(
+            lambda: not [p for p in family if _alive(p)], 150, "Ray processes of the stopped driver to exit"
+        )
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for p in [p for p in _descendants(proc.pid) if _alive(p)]:  # only processes this test started
+            os.kill(p, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert proc.returncode == 75, (proc.returncode, err[-3000:])
+    assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and "--resume" in lines[0], err[-3000:]
+    assert took < 60, f"{took:.1f} s from SIGTERM to exit"
+    state = json.loads((Path(opts.out) / "state-sweep.json").read_text())
+    c = tracking.client(opts.tracking_uri)
+    before = tracking.child_runs(opts.tracking_uri, state["experiment_id"], state["parent_run_id"])
+    assert c.get_run(state["parent_run_id"]).info.status == "KILLED"
+    sweep = json.loads((Path(opts.out) / "sweep.json").read_text())
+    assert sweep["partial"] and sweep["stopped_by"] == "SIGTERM"
+    trial_state = {t["trial_id"]: t["state"] for t in sweep["trials"]}
+    assert "INTERRUPTED" in trial_state.values()
+    # a trial that finished before the signal: FINISHED; one stopped by it: KILLED (none left RUNNING)
+    status = {r.data.tags[tracking.TRIAL_TAG]: r.info.status for r in before}
+    want = {"TERMINATED": "FINISHED", "INTERRUPTED": "KILLED"}
+    assert status == {t: want[trial_state[t]] for t in status}, (status, trial_state)
+
+    monkeypatch.chdir(tmp_path)  # the same command in the same folder (data_root defaults to ./datasets)
+    r = CliRunner().invoke(app, [*args, "--resume", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert not res["partial"] and res["stopped_by"] is None and len(res["trials"]) == 3
+    assert all(t["state"] == "TERMINATED" and t["steps"] == steps for t in res["trials"])
+    runs = tracking.child_runs(opts.tracking_uri, state["experiment_id"], state["parent_run_id"])
+    tags = [x.data.tags[tracking.TRIAL_TAG] for x in runs]
+    assert len(tags) == len(set(tags)) == 3  # no duplicate runs
+    assert {x.info.run_id for x in before} <= {x.info.run_id for x in runs}  # runs continued, not replaced
+    assert all(x.info.status == "FINISHED" for x in runs)
+    n_expected, n_found = _count_points(opts.tracking_uri, runs, exp_dir, steps)
+    assert n_found == n_expected
+    assert c.get_run(state["parent_run_id"]).info.status == "FINISHED"
+    assert len(c.search_runs([state["experiment_id"]], max_results=100)) == 4  # 1 parent + 3 children
+    print(f"\nSIGTERM: exit {proc.returncode} after {took:.1f} s; runs before resume {sorted(status.values())}, after "
+          f"3/3 FINISHED; points expected {n_expected} found {n_found}; load {os.getloadavg()[0]:.2f}\n{lines[0]}")  # fmt: skip
