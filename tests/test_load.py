@@ -31,6 +31,7 @@ def _sweep(tmp: Path, uri: str | None):
     """The only call into orchestrator.tune here (the lead adapts it if run_sweep's signature changes)."""
     from tune_util import tiny_opts
 
+    from orchestrator.plan import make_plan
     from orchestrator.tune import run_sweep
 
     opts = tiny_opts(
@@ -45,7 +46,7 @@ def _sweep(tmp: Path, uri: str | None):
         register=False,
     )
     t0 = time.time()
-    result = run_sweep(opts)
+    result = run_sweep(make_plan(opts))
     return opts, result, (t0, time.time())
 
 
@@ -75,7 +76,7 @@ def _check_and_report(store: str, uri: str, run: tuple, ray_dir: Path, before: i
     runs = tracking.child_runs(uri, result.experiment_id, result.parent_run_id)
     # all 16 were logging at the same time: every run started before the first one ended
     assert max(r.info.start_time for r in runs) < min(r.info.end_time for r in runs)
-    assert result.plan["resources"]["concurrency"] == TRIALS
+    assert result.plan.resources.concurrency == TRIALS
     n_expected, n_found = count_points(uri, result, Path(opts.out) / "ray" / opts.name, STEPS)
     assert len(runs) == TRIALS and n_found == n_expected
     out, err = capfd.readouterr()
