@@ -476,7 +476,7 @@ def table1_markdown(result: Table1Result, arms: tuple[Arm, ...]) -> str:
     what = {"steps": "equal steps", "time": "equal wall time"}[info["budget"]]
     return "\n\n".join([
         "# Table 1 reproduction (`fgdsr reproduce table1`)",
-        f"Command: `{info['command']}`. Machine: {info['machine']}. Date: {info['date']}. Wall time: "
+        f"Command: `{info['command']}`. Machine: {info['machine']}. Wall time: "
         f"{info['wall_s']:.0f} s. Training data: `{info['train_dataset']}`; validation `{info['val_dataset']}`; "
         f"model: {info['model']}; ×{info['scale']}; seeds: {info['seeds']} (paired: same init and data order).",
         f"Budget ({what}): steps {steps} (speed, steps/s: {cal}). Checkpoint evaluated: the last one.",
