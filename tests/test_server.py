@@ -183,10 +183,11 @@ def _sweep(tmp: Path, uri: str, **kw):
     """The only call into orchestrator.tune in this module (the lead adapts it if run_sweep changes)."""
     from tune_util import tiny_opts
 
+    from orchestrator.plan import make_plan
     from orchestrator.tune import run_sweep
 
     opts = tiny_opts(tmp, tracking_uri=uri, **kw)
-    return opts, run_sweep(opts)
+    return opts, run_sweep(make_plan(opts))
 
 
 @pytest.fixture()
@@ -229,7 +230,7 @@ def test_sweep_with_credentials_logs_and_the_password_stays_secret(
     print(f"\nAUTH sweep: runs {len(runs)}/2 FINISHED, points {n_found}/{n_expected}")
     assert any(
         f.path == "checkpoint/model.safetensors"
-        for f in c.list_artifacts(result.best.mlflow_run_id, "checkpoint")
+        for f in c.list_artifacts(result.best().mlflow_run_id, "checkpoint")
     )
     # the password (and the database's) nowhere: MLflow's database, its artifacts and log, Ray's storage
     # and session folder, the sweep's outputs

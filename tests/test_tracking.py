@@ -135,13 +135,14 @@ def mlflow_server(tmp_path):
 @pytest.mark.slow
 def test_fgdsr_ui_serves_the_local_store(tmp_path, store):
     """`fgdsr ui --port P` answers on 127.0.0.1 for the store of the current folder."""
+    tracking.init_experiment(store, "t")  # idempotent: also when this test runs alone (-m slow)
     port = _free_port()
     cmd = [sys.executable, "-m", "orchestrator.cli", "ui", "--port", str(port), "--tracking-uri", store]
     for url in _serve(cmd, port):
         body = urllib.request.urlopen(
             f"{url}/api/2.0/mlflow/experiments/search?max_results=10", timeout=10
         ).read()
-        assert b'"t"' in body  # the experiment created by the tests above, read through the UI's server
+        assert b'"t"' in body  # the experiment in the store, read through the UI's server
 
 
 @pytest.mark.slow

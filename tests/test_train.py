@@ -289,6 +289,7 @@ def test_overfits_one_image_beats_bicubic(tmp_path, loss):
             "depth": 3,
             "channels": 32,
             "patch_size": 32,
+            "class_patch": 8,  # the LR patch (8) is one whole Class-Module tile
             "batch_size": 8,
             "lr": 5e-3,
             "alpha": 0.1,  # alpha = 1 at this lr: the CE gradient wrecks the shared trunk (cs 19.3 dB, fd 23.1)
