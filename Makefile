@@ -10,7 +10,7 @@ SHARED_DATA := $(abspath ../shared/datasets)
 export FGDSR_DATA_ROOT ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(CURDIR)/datasets)
 export MPLBACKEND := Agg
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-load lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not load" tests
+
+# The 16-trial load tests against PostgreSQL and sqlite (about 6 minutes on 2 cores; docs/RELIABILITY.md):
+# outside `make test` so that CI's suite stays within its ~15-minute budget.
+test-load: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m load tests
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -98,6 +98,7 @@ def _check_and_report(store: str, uri: str, run: tuple, ray_dir: Path, before: i
 
 
 @pytest.mark.slow
+@pytest.mark.load
 def test_16_trials_on_postgresql(ray_16, tmp_path, capfd):
     with running_postgres("load-db-password") as pg:
         port = free_port()
@@ -111,6 +112,7 @@ def test_16_trials_on_postgresql(ray_16, tmp_path, capfd):
 
 
 @pytest.mark.slow
+@pytest.mark.load
 def test_16_trials_on_sqlite_default(ray_16, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
