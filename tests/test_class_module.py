@@ -70,7 +70,7 @@ def test_class_module_learning_is_independent_of_the_loss_scale():
     parameters, so a moving trunk would feed the two runs different outputs after the first step.
     """
     torch.manual_seed(0)
-    cfg = TrainConfig(loss="fd", depth=1, channels=8, patch_size=64, class_patch=16)
+    cfg = TrainConfig(loss="fd", depth=1, channels=8, patch_size=64, class_patch=16, train_decode="hard")
     a = build_model(cfg)
     for name, p in a.named_parameters():
         p.requires_grad_(name.startswith("class_module."))
@@ -99,7 +99,7 @@ def test_class_module_learns_the_right_area_on_a_synthetic_task():
     _train_output) with L_r + beta*L_c2 + gamma*balance at the shipped weights, the Class-Module must pick
     area 3 on noisy and area 7 on flat tiles."""
     torch.manual_seed(0)
-    cfg = TrainConfig(loss="fd", depth=1, channels=8, patch_size=64, class_patch=16)
+    cfg = TrainConfig(loss="fd", depth=1, channels=8, patch_size=64, class_patch=16, train_decode="hard")
     model = build_model(cfg)
     head = model.heads["1"]
     grid = BinGrid.from_config(cfg)

@@ -29,6 +29,9 @@ def window_bin(logits, k0, w, bins=32):
 
 
 def tiny(loss: str, scale: int = 4, **kw) -> TrainConfig:
+    """A small model; the hard training decode unless a test asks for another (the tests here that compare the
+    training output with inference, or check which gradients flow, are about the hard path by default)."""
+    kw.setdefault("train_decode", "hard")
     return TrainConfig(loss=loss, scale=scale, depth=1, channels=8, **kw)
 
 

@@ -197,7 +197,7 @@ def test_every_trial_sets_every_field_a_reading_changes(tmp_path):
     from fgdsr.config import CONFIG_DIR, load_config
 
     arms = (t1.Arm("l1", {"loss": "l1"}), t1.Arm("cs", {"loss": "cs"}),
-            t1.parse_reading("cs_a004:loss=cs,alpha=0.004,train_decode=soft"))  # fmt: skip
+            t1.parse_reading("cs_a05:loss=cs,alpha=0.05,train_decode=hard"))  # fmt: skip
     base = load_config(CONFIG_DIR / "tiny.yaml")
     state = t1.Table1State({a.name: 7 for a in arms}, {}, "steps", None, 2, arms, "tiny.yaml", {}, "")
     plan = t1.sweep_plan(state, t1.Table1Options(steps=7, out=tmp_path), base)
@@ -205,6 +205,9 @@ def test_every_trial_sets_every_field_a_reading_changes(tmp_path):
     by_arm = {(t1.arm_of(p, arms), p["seed"]): p for p in plan.points}
     assert set(by_arm) == {(a.name, s) for a in arms for s in (0, 1)}
     for s in (0, 1):
-        assert float(by_arm[("cs", s)]["alpha"]) == base.alpha and by_arm[("cs", s)]["train_decode"] == "hard"
-        assert float(by_arm[("cs_a004", s)]["alpha"]) == 0.004
+        assert float(by_arm[("cs", s)]["alpha"]) == base.alpha != 0.05
+        assert by_arm[("cs", s)]["train_decode"] == base.train_decode != "hard"
+        assert (
+            float(by_arm[("cs_a05", s)]["alpha"]) == 0.05 and by_arm[("cs_a05", s)]["train_decode"] == "hard"
+        )
         assert by_arm[("l1", s)]["max_steps"] == 7 == by_arm[("l1", s)]["val_every"]
